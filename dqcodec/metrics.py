@@ -1,0 +1,56 @@
+"""Image quality metrics used by training and benchmarks (images as float tensors in [0, 1])."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss(a.double(), b.double()).item()
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    coords = torch.arange(size, device=device, dtype=dtype) - size // 2
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, win: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    c1, c2 = 0.01**2, 0.03**2
+    ch = x.shape[1]
+    mu_x = F.conv2d(x, win, groups=ch)
+    mu_y = F.conv2d(y, win, groups=ch)
+    sxx = F.conv2d(x * x, win, groups=ch) - mu_x**2
+    syy = F.conv2d(y * y, win, groups=ch) - mu_y**2
+    sxy = F.conv2d(x * y, win, groups=ch) - mu_x * mu_y
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    ssim = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs
+    return ssim.mean((1, 2, 3)), cs.mean((1, 2, 3))
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Multi-scale SSIM (Wang et al. 2003), per image of a (B, C, H, W) batch.
+
+    Images need at least 161 px on the short side for the five scales with an 11-tap window;
+    smaller images use as many scales as fit.
+    """
+    x, y = x.float(), y.float()
+    win = _gaussian_window(11, 1.5, x.shape[1], x.device, x.dtype)
+    scales = max(1, min(5, int(math.log2(min(x.shape[-2:]) / 11)) + 1))
+    weights = torch.tensor(_MS_SSIM_WEIGHTS[:scales], device=x.device)
+    weights = weights / weights.sum()
+    values = []
+    for i in range(scales):
+        ssim, cs = _ssim_terms(x, y, win)
+        values.append(ssim if i == scales - 1 else cs)
+        if i < scales - 1:
+            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
+    stacked = torch.stack(values, 1).clamp_min(1e-6)
+    return torch.prod(stacked ** weights[None], 1)

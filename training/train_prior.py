@@ -1,0 +1,139 @@
+"""Stage 2: train the DQ-Transformer prior on tokens of a frozen stage-1 model.
+
+    python -m training.train_prior --vae dqcodec/weights/dqvae.pt --out runs/prior --minutes 60
+
+Tokens are made on the fly from random 256x256 crops at random granularity shares, so the prior
+sees the same distribution the codec produces. Group schedules are drawn at random per stream
+(half the time the codec's default), so one model serves every schedule, the fully sequential
+one included. The loss is the rate itself: bits per pixel of the tile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from dqcodec.models import DQVAE, DQTransformer, DQVAEConfig, PriorConfig
+from dqcodec.tokens import KIND_GRID, MAX_REGIONS, NUM_KINDS, Schedule, batch_tile_tokens
+from training.data import CropSampler, list_images, sample_shares
+
+TILE = 16 * MAX_REGIONS
+
+
+def load_vae(path: Path, dev: torch.device) -> DQVAE:
+    ck = torch.load(path, map_location="cpu", weights_only=True)
+    model = DQVAE(DQVAEConfig.from_dict(ck["config"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+    return model.to(dev).eval()
+
+
+def sample_periods(n: int, gen: torch.Generator, default: Schedule) -> torch.Tensor:
+    """Group periods (n, 4): the default schedule half the time, else log-uniform per stream."""
+    max_log = torch.tensor([int(math.log2(g)) for g in KIND_GRID])
+    logs = (torch.rand(n, NUM_KINDS, generator=gen) * (max_log + 1)).floor().long()
+    periods = 2**logs
+    use_default = torch.rand(n, generator=gen) < 0.5
+    periods[use_default] = torch.tensor(default.periods)
+    return periods
+
+
+@torch.no_grad()
+def make_tokens(vae: DQVAE, x: torch.Tensor, gen: torch.Generator, fixed_grid: bool):
+    b = x.shape[0]
+    latents, score = vae.encoder(x * 2 - 1)
+    if fixed_grid:
+        lv = torch.randint(0, 3, (b,), generator=gen).to(x.device)
+        levels = lv[:, None, None].expand(-1, *score.shape[1:]).contiguous()
+    else:
+        from dqcodec.models.dqvae import rank_levels
+
+        share_fine, share_medium = sample_shares(b, x.device, gen)
+        levels = rank_levels(score.float(), share_fine, share_medium)
+    idx = tuple(vae.quantizer.indices(z) for z in latents)
+    return levels, idx
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--vae", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data/train"))
+    ap.add_argument("--out", type=Path, default=Path("runs/prior"))
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--fixed-grid", action="store_true", help="tokens of the fixed-grid baseline")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--export", type=Path)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tiny", action="store_true")
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    dev = torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = args.out / "ckpt.pt"
+    vae = load_vae(args.vae, dev)
+    cfg = PriorConfig(num_codes=vae.cfg.num_codes)
+    if args.tiny:
+        cfg = PriorConfig(num_codes=vae.cfg.num_codes, dim=32, layers=1, heads=2)
+    prior = DQTransformer(cfg).to(dev)
+    opt = torch.optim.AdamW(prior.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        prior.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed = ck["step"], ck["elapsed"]
+        print(f"resumed at step {step}")
+    sampler = CropSampler(list_images(args.data), TILE, dev, seed=args.seed + step)
+    gen = torch.Generator().manual_seed(args.seed + 7 + step)
+    default = Schedule()
+    budget_s = args.minutes * 60
+    use_amp = dev.type == "cuda"
+    t0 = time.time() - elapsed
+    last_ckpt = time.time()
+    log: list[str] = []
+    while (elapsed := time.time() - t0) < budget_s:
+        frac = elapsed / budget_s
+        lr = args.lr * min(1.0, step / 300) * (0.5 * (1 + math.cos(math.pi * frac)) * 0.95 + 0.05)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = sampler.batch(args.batch)
+        levels, idx = make_tokens(vae, x, gen, args.fixed_grid)
+        periods = sample_periods(args.batch, gen, default).to(dev)
+        tok, valid = batch_tile_tokens(levels, idx, periods)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            bits = prior.loss_bits(tok.kind, tok.pos, tok.value, tok.group, valid.float())
+        bpp = bits.sum() / (args.batch * TILE * TILE)
+        opt.zero_grad(set_to_none=True)
+        bpp.backward()
+        torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
+        opt.step()
+        step += 1
+        if step % 100 == 0 or step == 1:
+            with torch.no_grad():
+                per_kind = []
+                for k in range(NUM_KINDS):
+                    sel = (tok.kind == k) & valid
+                    per_kind.append(f"{bits[sel].mean().item():.2f}" if sel.any() else "-")
+            line = f"step {step} t {elapsed / 60:.1f}m lr {lr:.2e} bpp {bpp.item():.4f} bits/token map,c0,c1,c2 {' '.join(per_kind)}"
+            print(line, flush=True)
+            log.append(line)
+        if time.time() - last_ckpt > 120:
+            torch.save({"model": prior.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
+            last_ckpt = time.time()
+    torch.save({"model": prior.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
+    if args.export:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in prior.state_dict().items()}
+        meta = {"steps": step, "minutes": elapsed / 60, "batch": args.batch, "fixed_grid": bool(args.fixed_grid)}
+        torch.save({"config": cfg.to_dict(), "state_dict": state, "meta": meta}, args.export)
+        print(f"exported {args.export}")
+    (args.out / "train_log.txt").open("a").write("\n".join(log) + "\n")
+
+
+if __name__ == "__main__":
+    main()
