@@ -1,0 +1,177 @@
+"""The .dqc container (specified byte by byte in bitstream_spec/FORMAT.md).
+
+    file   = SIGNATURE version:u8 chunk* 
+    chunk  = length:u32be type:4 ascii payload:length bytes crc32(type + payload):u32be
+
+Chunks: HEAD (first, once), TILE (one per tile, in raster order), optional ICCP and EXIF, and
+END (last, empty). Integers are big-endian. Every failure raises FormatError (or its kin).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from dqcodec.errors import FormatError, ModelMismatchError
+
+SIGNATURE = b"\x89DQC\r\n\x1a\n"
+FORMAT_VERSION = 1
+MODEL_ID_BYTES = 16
+COLOR_RGB, COLOR_GRAY = 0, 1
+_HEAD = struct.Struct(">IIBH16sHH4BB")
+_TILE = struct.Struct(">III")
+MAX_CHUNK = 1 << 30
+
+
+@dataclass(frozen=True)
+class Header:
+    width: int
+    height: int
+    color: int  # COLOR_RGB or COLOR_GRAY
+    tile_size: int  # pixels per tile side
+    model_id: bytes  # MODEL_ID_BYTES, hash of the model weights
+    share_fine: int  # region shares in 1/65535
+    share_medium: int
+    periods: tuple[int, int, int, int]  # group schedule of the prior (MAP, C0, C1, C2)
+    precision: int  # bits of the integer probabilities
+
+    def pack(self) -> bytes:
+        return _HEAD.pack(
+            self.width, self.height, self.color, self.tile_size, self.model_id,
+            self.share_fine, self.share_medium, *self.periods, self.precision,
+        )  # fmt: skip
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Header:
+        if len(payload) != _HEAD.size:
+            raise FormatError(f"HEAD chunk has {len(payload)} bytes, expected {_HEAD.size}")
+        w, h, color, tile, mid, sf, sm, p0, p1, p2, p3, prec = _HEAD.unpack(payload)
+        if w == 0 or h == 0:
+            raise FormatError("image size in HEAD is zero")
+        if color not in (COLOR_RGB, COLOR_GRAY):
+            raise FormatError(f"unknown color mode {color} in HEAD")
+        if tile == 0 or tile % 16:
+            raise FormatError(f"tile size {tile} in HEAD is not a positive multiple of 16")
+        for p in (p0, p1, p2, p3):
+            if p == 0 or p & (p - 1) or p > 64:
+                raise FormatError(f"group period {p} in HEAD is not a power of two up to 64")
+        return cls(w, h, color, tile, mid, sf, sm, (p0, p1, p2, p3), prec)
+
+    def num_tiles(self) -> int:
+        rows = -(-_pad16(self.height) // self.tile_size)
+        cols = -(-_pad16(self.width) // self.tile_size)
+        return rows * cols
+
+
+def _pad16(n: int) -> int:
+    return -(-n // 16) * 16
+
+
+@dataclass(frozen=True)
+class Tile:
+    index: int
+    num_symbols: int
+    symbol_crc: int  # CRC-32 of the tile's symbols as little-endian int32, in coding order
+    data: bytes  # range-coded 32-bit words, little-endian
+
+    def pack(self) -> bytes:
+        return _TILE.pack(self.index, self.num_symbols, self.symbol_crc) + self.data
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Tile:
+        if len(payload) < _TILE.size or (len(payload) - _TILE.size) % 4:
+            raise FormatError("TILE chunk has a malformed length")
+        index, n, crc = _TILE.unpack_from(payload)
+        return cls(index, n, crc, payload[_TILE.size :])
+
+
+@dataclass
+class Container:
+    header: Header
+    tiles: list[Tile]
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    extra: list[tuple[bytes, bytes]] = field(default_factory=list)  # unknown ancillary chunks, kept
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def write(container: Container) -> bytes:
+    parts = [SIGNATURE, bytes([FORMAT_VERSION]), _chunk(b"HEAD", container.header.pack())]
+    if container.icc_profile:
+        parts.append(_chunk(b"ICCP", container.icc_profile))
+    if container.exif:
+        parts.append(_chunk(b"EXIF", container.exif))
+    parts += [_chunk(b"TILE", t.pack()) for t in container.tiles]
+    parts.append(_chunk(b"END ", b""))
+    return b"".join(parts)
+
+
+def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
+    """Parse and check a whole file. With `expected_model_id`, a file made by other weights is
+    refused with ModelMismatchError before any tile is read."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise FormatError("expected the bytes of a .dqc file")
+    data = bytes(data)
+    if len(data) < len(SIGNATURE) + 1 or not data.startswith(SIGNATURE):
+        raise FormatError("not a .dqc file (signature missing)")
+    version = data[len(SIGNATURE)]
+    if version != FORMAT_VERSION:
+        raise FormatError(f"unsupported .dqc format version {version}; this dqc reads version {FORMAT_VERSION}")
+    pos = len(SIGNATURE) + 1
+    header: Header | None = None
+    tiles: list[Tile] = []
+    icc = exif = None
+    extra: list[tuple[bytes, bytes]] = []
+    while True:
+        if pos + 8 > len(data):
+            raise FormatError("file is truncated (no END chunk)")
+        (length,) = struct.unpack_from(">I", data, pos)
+        kind = data[pos + 4 : pos + 8]
+        if length > MAX_CHUNK or pos + 12 + length > len(data):
+            raise FormatError(f"file is truncated inside a {kind!r} chunk")
+        payload = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
+        if zlib.crc32(kind + payload) != crc:
+            raise FormatError(f"checksum mismatch in a {_name(kind)} chunk (file is corrupt)")
+        pos += 12 + length
+        if header is None and kind != b"HEAD":
+            raise FormatError("first chunk is not HEAD")
+        if kind == b"HEAD":
+            if header is not None:
+                raise FormatError("more than one HEAD chunk")
+            header = Header.unpack(payload)
+            if expected_model_id is not None and header.model_id != expected_model_id:
+                raise ModelMismatchError(
+                    f"file was made with model {header.model_id.hex()}, this dqc has model {expected_model_id.hex()}"
+                )
+        elif kind == b"TILE":
+            tiles.append(Tile.unpack(payload))
+        elif kind == b"ICCP":
+            icc = payload
+        elif kind == b"EXIF":
+            exif = payload
+        elif kind == b"END ":
+            if length:
+                raise FormatError("END chunk is not empty")
+            break
+        elif 65 <= kind[0] <= 90:  # upper-case first letter: critical, cannot be skipped
+            raise FormatError(f"unknown critical chunk {_name(kind)}")
+        else:
+            extra.append((kind, payload))
+    if pos != len(data):
+        raise FormatError("bytes after the END chunk")
+    assert header is not None
+    if len(tiles) != header.num_tiles():
+        raise FormatError(f"file has {len(tiles)} tiles, its header needs {header.num_tiles()}")
+    for i, t in enumerate(tiles):
+        if t.index != i:
+            raise FormatError(f"tile {i} is out of order (index {t.index})")
+    return Container(header, tiles, icc, exif, extra)
+
+
+def _name(kind: bytes) -> str:
+    return repr(kind.decode("latin-1"))

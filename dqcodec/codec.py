@@ -1,0 +1,280 @@
+"""Image <-> .dqc bytes: DQ-VAE transform, DQ-Transformer prior, range coder, container."""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from dqcodec import bitstream
+from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
+from dqcodec.errors import DQCError, FormatError, IntegrityError
+from dqcodec.models import DQVAE, DQTransformer, DQVAEConfig, PriorConfig
+from dqcodec.models.dqvae import Tokens
+from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
+
+TILE_SIZE = 16 * MAX_REGIONS
+PRIOR_THREADS = 1  # the prior's coding passes always run on this many threads (bit-exactness)
+MODELS = {"dq": ("dqvae.pt", "prior_dq.pt"), "vqgan": ("vqgan.pt", "prior_vq.pt")}
+DEFAULT_MODEL = "dq"
+DEFAULT_QUALITY = 50
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    vae: DQVAE
+    prior: DQTransformer
+    model_id: bytes
+    fixed_grid: bool
+
+
+def _load_state(raw: bytes) -> dict:
+    import io
+
+    return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+
+
+@lru_cache(maxsize=None)
+def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
+    """Load shipped weights (fp16 on disk, fp32 in memory)."""
+    if name not in MODELS:
+        raise DQCError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
+    root = resources.files("dqcodec") / "weights"
+    vae_raw, prior_raw = ((root / f).read_bytes() for f in MODELS[name])
+    model_id = hashlib.sha256(vae_raw + prior_raw).digest()[: bitstream.MODEL_ID_BYTES]
+    vae_ck, prior_ck = _load_state(vae_raw), _load_state(prior_raw)
+    vae = DQVAE(DQVAEConfig.from_dict(vae_ck["config"]))
+    vae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in vae_ck["state_dict"].items()})
+    prior = DQTransformer(PriorConfig.from_dict(prior_ck["config"]))
+    prior.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in prior_ck["state_dict"].items()})
+    fixed = bool(vae_ck.get("meta", {}).get("fixed_grid", False))
+    return LoadedModel(name, vae.eval(), prior.eval(), model_id, fixed)
+
+
+def quality_to_shares(quality: float, fixed_grid: bool = False) -> tuple[float, float]:
+    """Quality 0..100 -> (share of fine regions, share of medium regions).
+
+    0..50 turns coarse regions into medium ones, 50..100 medium into fine. The fixed-grid
+    baseline has three settings: all coarse (< 34), all medium (< 67), all fine.
+    """
+    if not 0 <= quality <= 100:
+        raise DQCError(f"quality must be between 0 and 100, got {quality}")
+    if fixed_grid:
+        return (0.0, 0.0) if quality < 34 else (0.0, 1.0) if quality < 67 else (1.0, 0.0)
+    if quality <= 50:
+        return 0.0, quality / 50
+    fine = (quality - 50) / 50
+    return fine, 1.0 - fine
+
+
+@contextmanager
+def fixed_threads(n: int) -> Iterator[None]:
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+# ----- one tile through the prior ------------------------------------------------------------
+SymbolCoder = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
+
+
+def _groups(t: TileTokens) -> Iterator[slice]:
+    g = t.group.tolist()
+    start = 0
+    for i in range(1, len(g) + 1):
+        if i == len(g) or g[i] != g[start]:
+            yield slice(start, i)
+            start = i
+
+
+@torch.no_grad()
+def code_tile(
+    prior: DQTransformer, rh: int, rw: int, schedule: Schedule, coder: SymbolCoder, known: Tokens | None
+) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+    """Run the prior over a tile group by group; `coder(freq, values)` encodes the known values
+    (encoder) or decodes them (decoder, values None). Returns levels, index maps, symbols.
+
+    Encoder and decoder run exactly this function, so they compute identical probabilities.
+    """
+    cache = prior.new_cache()
+    symbols: list[int] = []
+    zeros_idx = [torch.zeros(rh * s, rw * s, dtype=torch.long) for s in KIND_SCALE[1:]]
+
+    def run(tokens: TileTokens) -> torch.Tensor:
+        values = torch.empty_like(tokens.value)
+        for sl in _groups(tokens):
+            kind, pos = tokens.kind[sl], tokens.pos[sl]
+            map_logits, code_logits = prior.logits(prior.predict(cache, kind, pos), kind)
+            logits = map_logits if int(kind[0]) == KIND_MAP else code_logits
+            freq = quantize_probabilities(logits[0])
+            given = tokens.value[sl].numpy() if known is not None else None
+            got = torch.from_numpy(np.asarray(coder(freq, given), dtype=np.int64))
+            values[sl] = got
+            symbols.extend(got.tolist())
+            prior.append(cache, kind, pos, got)
+        return values
+
+    levels_in = known.levels if known is not None else torch.zeros(rh, rw, dtype=torch.long)
+    idx_in = list(known.idx) if known is not None else zeros_idx
+    first = tile_tokens(levels_in, tuple(idx_in), schedule)  # type: ignore[arg-type]
+    is_map = first.kind == KIND_MAP
+    map_tokens = TileTokens(first.kind[is_map], first.pos[is_map], first.value[is_map], first.group[is_map])
+    map_values = run(map_tokens)
+    levels = _map_from_pos(map_tokens.pos, map_values, rh, rw)
+    full = tile_tokens(levels, tuple(idx_in), schedule)  # type: ignore[arg-type]
+    is_content = full.kind != KIND_MAP
+    content = TileTokens(full.kind[is_content], full.pos[is_content], full.value[is_content], full.group[is_content])
+    content_values = run(content)
+    idx = [z.clone() for z in zeros_idx]
+    for level in range(3):
+        sel = content.kind == level + 1
+        grid = MAX_REGIONS * KIND_SCALE[level + 1]
+        p = content.pos[sel] - POS_OFFSET[level + 1]
+        idx[level][p // grid, p % grid] = content_values[sel]
+    return levels, idx, symbols
+
+
+def _map_from_pos(pos: torch.Tensor, values: torch.Tensor, rh: int, rw: int) -> torch.Tensor:
+    levels = torch.zeros(rh, rw, dtype=torch.long)
+    levels[pos // MAX_REGIONS, pos % MAX_REGIONS] = values
+    return levels
+
+
+def _symbols_crc(symbols: list[int]) -> int:
+    return zlib.crc32(np.asarray(symbols, dtype="<i4").tobytes())
+
+
+# ----- whole images -------------------------------------------------------------------------
+def _tile_grid(rh: int, rw: int) -> list[tuple[int, int, int, int]]:
+    """(y0, x0, h, w) of each tile on the region grid, raster order."""
+    out = []
+    for y0 in range(0, rh, MAX_REGIONS):
+        for x0 in range(0, rw, MAX_REGIONS):
+            out.append((y0, x0, min(MAX_REGIONS, rh - y0), min(MAX_REGIONS, rw - x0)))
+    return out
+
+
+def image_to_tensor(img: Image.Image) -> tuple[torch.Tensor, int]:
+    """PIL image -> (1, 3, H, W) float in [0, 1] and the container color mode."""
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        raise DQCError("images with an alpha channel are not supported; flatten or drop the alpha first")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        raise DQCError(f"{img.mode} images (16-bit or float) are not supported; convert to 8-bit first")
+    color = bitstream.COLOR_GRAY if img.mode in ("L", "1") else bitstream.COLOR_RGB
+    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255.0, color
+
+
+def _pad16(x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    ph, pw = -h % 16, -w % 16
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def encode(
+    img: Image.Image,
+    quality: float = DEFAULT_QUALITY,
+    model: str = DEFAULT_MODEL,
+    schedule: Schedule | None = None,
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+) -> bytes:
+    """Compress a PIL image to .dqc bytes."""
+    m = load_model(model)
+    schedule = schedule or Schedule()
+    x, color = image_to_tensor(img)
+    h, w = x.shape[-2:]
+    share_fine, share_medium = quality_to_shares(quality, m.fixed_grid)
+    q_fine, q_medium = round(share_fine * 65535), round(share_medium * 65535)
+    with torch.no_grad():
+        tokens = m.vae.encode(_pad16(x) * 2 - 1, q_fine / 65535, q_medium / 65535)
+    levels = tokens.levels[0]
+    if m.fixed_grid:
+        levels = torch.full_like(levels, 2 if share_fine else 1 if share_medium else 0)
+    tiles = []
+    with fixed_threads(PRIOR_THREADS):
+        for i, (y0, x0, th, tw) in enumerate(_tile_grid(*levels.shape)):
+            known = Tokens(
+                levels[y0 : y0 + th, x0 : x0 + tw],
+                tuple(t[0, y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] for t, s in zip(tokens.idx, KIND_SCALE[1:])),  # type: ignore[arg-type]
+            )
+            enc = SymbolEncoder()
+
+            def coder(freq: np.ndarray, values: np.ndarray | None, enc: SymbolEncoder = enc) -> np.ndarray:
+                assert values is not None
+                enc.encode(values, freq)
+                return values
+
+            _, _, symbols = code_tile(m.prior, th, tw, schedule, coder, known)
+            tiles.append(bitstream.Tile(i, len(symbols), _symbols_crc(symbols), enc.finish()))
+    header = bitstream.Header(w, h, color, TILE_SIZE, m.model_id, q_fine, q_medium, schedule.periods, PRECISION)
+    return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif))
+
+
+def decode_tokens(data: bytes, model: str = DEFAULT_MODEL) -> tuple[bitstream.Container, Tokens]:
+    """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens."""
+    m = load_model(model)
+    c = bitstream.read(data, expected_model_id=m.model_id)
+    hd = c.header
+    if hd.tile_size != TILE_SIZE:
+        raise FormatError(f"tile size {hd.tile_size} is not supported; this dqc codes {TILE_SIZE}-px tiles")
+    if hd.precision != PRECISION:
+        raise FormatError(f"probability precision {hd.precision} is not supported; expected {PRECISION}")
+    rh, rw = -(-hd.height // 16), -(-hd.width // 16)
+    levels = torch.zeros(rh, rw, dtype=torch.long)
+    idx = [torch.zeros(rh * s, rw * s, dtype=torch.long) for s in KIND_SCALE[1:]]
+    schedule = Schedule(hd.periods)
+    with fixed_threads(PRIOR_THREADS):
+        for tile, (y0, x0, th, tw) in zip(c.tiles, _tile_grid(rh, rw)):
+            try:
+                dec = SymbolDecoder(tile.data)
+                t_levels, t_idx, symbols = code_tile(m.prior, th, tw, schedule, lambda f, _v: dec.decode(f), None)
+            except DQCError:
+                raise
+            except Exception as e:  # the range decoder ran off corrupt data
+                raise IntegrityError(f"tile {tile.index} does not decode ({type(e).__name__}: {e})") from None
+            if len(symbols) != tile.num_symbols or _symbols_crc(symbols) != tile.symbol_crc:
+                raise IntegrityError(
+                    f"tile {tile.index} decoded to different symbols than were encoded "
+                    "(corrupt file, or a prior computing different probabilities on this machine)"
+                )
+            levels[y0 : y0 + th, x0 : x0 + tw] = t_levels
+            for t, ti, s in zip(idx, t_idx, KIND_SCALE[1:]):
+                t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] = ti
+    return c, Tokens(levels[None], tuple(t[None] for t in idx))  # type: ignore[arg-type]
+
+
+def reconstruct(tokens: Tokens, width: int, height: int, model: str = DEFAULT_MODEL) -> np.ndarray:
+    """Tokens -> uint8 RGB array (height, width, 3): the DQ-VAE decoder's picture, cropped."""
+    m = load_model(model)
+    with torch.no_grad():
+        y = m.vae.decode(tokens)
+    y = ((y[0, :, :height, :width].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return y.permute(1, 2, 0).numpy()
+
+
+def decode(data: bytes, model: str = DEFAULT_MODEL) -> Image.Image:
+    """Decompress .dqc bytes to a PIL image (mode RGB or L, ICC profile and EXIF attached)."""
+    c, tokens = decode_tokens(data, model)
+    rgb = reconstruct(tokens, c.header.width, c.header.height, model)
+    img = Image.fromarray(rgb, "RGB")
+    if c.header.color == bitstream.COLOR_GRAY:
+        img = img.convert("L")
+    if c.icc_profile:
+        img.info["icc_profile"] = c.icc_profile
+    if c.exif:
+        img.info["exif"] = c.exif
+    return img
