@@ -1,0 +1,1 @@
+"""The `dqc` command line (installed as the package dqcodec.cli)."""
