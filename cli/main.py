@@ -36,7 +36,9 @@ def _run(fn):  # noqa: ANN001, ANN202
     except DQCError as e:
         _fail(str(e))
     except (OSError, Image.DecompressionBombError) as e:
-        _fail(f"{getattr(e, 'filename', None) or ''} {e.strerror if isinstance(e, OSError) and e.strerror else e}".strip())
+        _fail(
+            f"{getattr(e, 'filename', None) or ''} {e.strerror if isinstance(e, OSError) and e.strerror else e}".strip()
+        )
 
 
 def _read_input(src: str) -> bytes:

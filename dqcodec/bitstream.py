@@ -1,6 +1,6 @@
 """The .dqc container (specified byte by byte in bitstream_spec/FORMAT.md).
 
-    file   = SIGNATURE version:u8 chunk* 
+    file   = SIGNATURE version:u8 chunk*
     chunk  = length:u32be type:4 ascii payload:length bytes crc32(type + payload):u32be
 
 Chunks: HEAD (first, once), TILE (one per tile, in raster order), optional ICCP and EXIF, and

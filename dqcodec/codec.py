@@ -7,7 +7,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 import numpy as np
@@ -44,7 +44,7 @@ def _load_state(raw: bytes) -> dict:
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
     """Load shipped weights (fp16 on disk, fp32 in memory)."""
     if name not in MODELS:
@@ -241,7 +241,7 @@ def decode_tokens(data: bytes, model: str = DEFAULT_MODEL) -> tuple[bitstream.Co
         for tile, (y0, x0, th, tw) in zip(c.tiles, _tile_grid(rh, rw)):
             try:
                 dec = SymbolDecoder(tile.data)
-                t_levels, t_idx, symbols = code_tile(m.prior, th, tw, schedule, lambda f, _v: dec.decode(f), None)
+                t_levels, t_idx, symbols = code_tile(m.prior, th, tw, schedule, lambda f, _v, d=dec: d.decode(f), None)
             except DQCError:
                 raise
             except Exception as e:  # the range decoder ran off corrupt data

@@ -30,7 +30,9 @@ def main(out_dir: Path = Path("out/demo")) -> None:
         decoded.save(out_dir / f"astronaut_q{quality}.png")
         mse = np.mean((np.asarray(decoded, dtype=np.float64) - ref) ** 2)
         bpp = 8 * len(blob) / (original.width * original.height)
-        print(f"{quality:7d} {len(blob):7d} {bpp:7.4f} {10 * np.log10(255**2 / mse):8.2f} {t1 - t0:9.2f} {t2 - t1:9.2f}")
+        print(
+            f"{quality:7d} {len(blob):7d} {bpp:7.4f} {10 * np.log10(255**2 / mse):8.2f} {t1 - t0:9.2f} {t2 - t1:9.2f}"
+        )
 
 
 if __name__ == "__main__":

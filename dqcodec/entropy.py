@@ -8,10 +8,9 @@ coded; the floats handed to constriction are these integers scaled by a power of
 
 from __future__ import annotations
 
+import constriction
 import numpy as np
 import torch
-
-import constriction
 
 PRECISION = 20
 _MODEL = constriction.stream.model.Categorical(perfect=False)

@@ -39,7 +39,9 @@ class VectorQuantizer(nn.Module):
         """Code vectors for an index map (B, H, W) -> (B, dim, H, W)."""
         return F.embedding(idx, self.embed).permute(0, 3, 1, 2).contiguous()
 
-    def forward(self, z: torch.Tensor, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Quantize z with a straight-through gradient.
 
         Returns (z_q, indices, commitment loss); the loss is averaged over positions with weight 1.

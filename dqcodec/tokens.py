@@ -16,7 +16,7 @@ one pass; P equal to the grid size codes it token by token (a fully sequential o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import torch
 
@@ -30,7 +30,7 @@ NUM_POSITIONS = sum(g * g for g in KIND_GRID)
 KIND_LEVEL = (None, 0, 1, 2)  # region level whose codes a content stream carries
 
 
-@lru_cache(maxsize=None)
+@cache
 def group_order(period: int) -> tuple[tuple[int, int], ...]:
     """Offsets (a, b) in [0, P)^2 in coding order: a coarse lattice first, then its refinements."""
     if period == 1:
@@ -44,7 +44,7 @@ def group_order(period: int) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def group_order_table(period: int) -> torch.Tensor:
     table = torch.empty(period, period, dtype=torch.long)
     for g, (a, b) in enumerate(group_order(period)):

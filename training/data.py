@@ -13,7 +13,9 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 def list_images(root: Path, exclude: tuple[str, ...] = ("kodak", "test")) -> list[Path]:
     return sorted(
-        p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not set(exclude) & set(p.relative_to(root).parts)
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and not set(exclude) & set(p.relative_to(root).parts)
     )
 
 
@@ -50,7 +52,9 @@ class CropSampler:
         return torch.stack(out).float() / 255.0
 
 
-def sample_shares(n: int, device: torch.device, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_shares(
+    n: int, device: torch.device, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(share_fine, share_medium) per sample: uniform on the simplex, 20% on its edges and corners."""
     w = -torch.log(torch.rand(n, 3, generator=gen).clamp_min(1e-9))  # Dirichlet(1, 1, 1)
     edge = torch.rand(n, generator=gen) < 0.2

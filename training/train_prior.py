@@ -120,11 +120,14 @@ def main() -> None:
                 for k in range(NUM_KINDS):
                     sel = (tok.kind == k) & valid
                     per_kind.append(f"{bits[sel].mean().item():.2f}" if sel.any() else "-")
-            line = f"step {step} t {elapsed / 60:.1f}m lr {lr:.2e} bpp {bpp.item():.4f} bits/token map,c0,c1,c2 {' '.join(per_kind)}"
+            line = f"step {step} t {elapsed / 60:.1f}m lr {lr:.2e} bpp {bpp.item():.4f}"
+            line += f" bits/token map,c0,c1,c2 {' '.join(per_kind)}"
             print(line, flush=True)
             log.append(line)
         if time.time() - last_ckpt > 120:
-            torch.save({"model": prior.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
+            torch.save(
+                {"model": prior.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path
+            )
             last_ckpt = time.time()
     torch.save({"model": prior.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
     if args.export:

@@ -113,7 +113,9 @@ def main() -> None:
             print(line, flush=True)
             log.append(line)
         if time.time() - last_ckpt > 120:
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
+            torch.save(
+                {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path
+            )
             last_ckpt = time.time()
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
     meta = {

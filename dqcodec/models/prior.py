@@ -62,7 +62,9 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(h)).chunk(3, dim=-1)
         return self._split(q), self._split(k), self._split(v)
 
-    def finish(self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def finish(
+        self, h: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
         att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         h = h + self.proj(self._merge(att))
         return h + self.mlp(self.ln2(h))
@@ -141,7 +143,9 @@ class DQTransformer(nn.Module):
             h = blk.finish(h, q, k, v, None)
         return cache
 
-    def predict(self, cache: list[tuple[torch.Tensor, torch.Tensor]], kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def predict(
+        self, cache: list[tuple[torch.Tensor, torch.Tensor]], kind: torch.Tensor, pos: torch.Tensor
+    ) -> torch.Tensor:
         """Query outputs (1, n, d) for tokens at (kind, pos) given the cached context."""
         h = self.embed_query(kind, pos)[None]
         for blk, (k, v) in zip(self.blocks, cache):

@@ -1,0 +1,91 @@
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+import dqcodec
+from dqcodec import bitstream
+from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError
+
+
+def make_container(num_tiles: int = 2) -> bitstream.Container:
+    header = bitstream.Header(300, 200, bitstream.COLOR_RGB, 256, bytes(range(16)), 1000, 30000, (4, 4, 2, 8), 20)
+    assert header.num_tiles() == num_tiles
+    tiles = [bitstream.Tile(i, 10 + i, 0xDEADBEEF - i, bytes(range(8 * (i + 1)))) for i in range(num_tiles)]
+    return bitstream.Container(header, tiles, icc_profile=b"icc-bytes", exif=b"Exif\0\0data")
+
+
+def test_container_round_trip() -> None:
+    c = make_container()
+    data = bitstream.write(c)
+    assert data.startswith(bitstream.SIGNATURE)
+    back = bitstream.read(data)
+    assert back.header == c.header
+    assert back.tiles == c.tiles
+    assert back.icc_profile == c.icc_profile and back.exif == c.exif
+
+
+def test_future_version_is_named() -> None:
+    data = bytearray(bitstream.write(make_container()))
+    data[len(bitstream.SIGNATURE)] = 7
+    with pytest.raises(FormatError, match="version 7.*reads version 1"):
+        bitstream.read(bytes(data))
+
+
+def test_wrong_model_id_names_both() -> None:
+    data = bitstream.write(make_container())
+    with pytest.raises(ModelMismatchError, match="000102.*this dqc has model ffff"):
+        bitstream.read(data, expected_model_id=b"\xff" * 16)
+
+
+def _chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def test_unknown_chunks() -> None:
+    data = bitstream.write(make_container())
+    end = data.rindex(b"END ") - 4
+    ancillary = data[:end] + _chunk(b"fUTR", b"later") + data[end:]
+    assert bitstream.read(ancillary).extra == [(b"fUTR", b"later")]
+    critical = data[:end] + _chunk(b"FUTR", b"later") + data[end:]
+    with pytest.raises(FormatError, match="unknown critical chunk"):
+        bitstream.read(critical)
+
+
+def test_not_a_dqc_file() -> None:
+    for junk in (b"", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b"hello world"):
+        with pytest.raises(FormatError):
+            bitstream.read(junk)
+
+
+def test_every_truncation_is_a_library_error(small_file: bytes) -> None:
+    for n in range(len(small_file)):
+        with pytest.raises(DQCError):
+            dqcodec.decode(small_file[:n])
+
+
+def test_random_byte_flips_are_library_errors(small_file: bytes) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(150):
+        data = bytearray(small_file)
+        for pos in rng.choice(len(data), size=int(rng.integers(1, 4)), replace=False):
+            data[pos] ^= int(rng.integers(1, 256))
+        with pytest.raises(DQCError):
+            dqcodec.decode(bytes(data))
+
+
+def test_corrupt_tile_with_valid_chunk_crc_is_caught(small_file: bytes) -> None:
+    """Damage inside range-coded data that a re-computed chunk CRC hides: the symbol checksum
+    must still refuse to show a wrong picture."""
+    c = bitstream.read(small_file)
+    t = c.tiles[0]
+    caught = 0
+    for i in range(0, len(t.data), max(1, len(t.data) // 12)):
+        bad = bytearray(t.data)
+        bad[i] ^= 0x5A
+        c.tiles[0] = bitstream.Tile(t.index, t.num_symbols, t.symbol_crc, bytes(bad))
+        with pytest.raises(IntegrityError):
+            dqcodec.decode(bitstream.write(c))
+        caught += 1
+    assert caught >= 5

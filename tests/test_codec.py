@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dqcodec
+from dqcodec import bitstream
+from dqcodec.codec import decode_tokens, load_model, reconstruct
+from tests.conftest import synthetic_image
+
+
+def psnr(a: Image.Image, b: Image.Image) -> float:
+    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return 10 * np.log10(255**2 / np.mean((x - y) ** 2))
+
+
+def test_round_trip_size_and_quality(small_image: Image.Image, small_file: bytes) -> None:
+    out = dqcodec.decode(small_file)
+    assert out.size == small_image.size and out.mode == "RGB"
+    assert psnr(out, small_image) > 20
+
+
+def test_encode_is_deterministic(small_image: Image.Image, small_file: bytes) -> None:
+    assert dqcodec.encode(small_image, quality=60) == small_file
+
+
+def test_quality_orders_rate() -> None:
+    img = synthetic_image(96, 64, seed=3)
+    sizes = [len(dqcodec.encode(img, quality=q)) for q in (0, 50, 100)]
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_decode_with_other_thread_count_gives_identical_symbols(small_image: Image.Image) -> None:
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        data = dqcodec.encode(small_image, quality=80)
+        torch.set_num_threads(1)
+        # decode_tokens checks each tile's symbol CRC against the encoder's
+        _, tokens = decode_tokens(data)
+    finally:
+        torch.set_num_threads(old)
+    m = load_model()
+    x = torch.from_numpy(np.asarray(small_image).copy()).permute(2, 0, 1)[None].float() / 255
+    x = torch.nn.functional.pad(x, (0, -x.shape[-1] % 16, 0, -x.shape[-2] % 16), mode="replicate")
+    h = bitstream.read(data).header
+    ref = m.vae.encode(x * 2 - 1, h.share_fine / 65535, h.share_medium / 65535)
+    assert torch.equal(tokens.levels, ref.levels)
+    for level in range(3):
+        scale = 4 ** (level == 2) * 2 ** (level == 1)
+        used = torch.nn.functional.interpolate((ref.levels == level)[:, None].float(), scale_factor=scale)[:, 0] > 0
+        assert torch.equal(tokens.idx[level][used], ref.idx[level][used])
+
+
+def test_decoded_image_is_the_models_reconstruction(small_file: bytes) -> None:
+    c, tokens = decode_tokens(small_file)
+    rgb = reconstruct(tokens, c.header.width, c.header.height)
+    assert np.array_equal(np.asarray(dqcodec.decode(small_file)), rgb)
+
+
+def test_grayscale_round_trips_as_grayscale() -> None:
+    img = synthetic_image(40, 40, mode="L")
+    out = dqcodec.decode(dqcodec.encode(img, quality=50))
+    assert out.mode == "L" and out.size == img.size
+
+
+def test_multi_tile_image() -> None:
+    img = synthetic_image(300, 40, seed=5)  # two tiles across
+    data = dqcodec.encode(img, quality=30)
+    assert len(bitstream.read(data).tiles) == 2
+    assert dqcodec.decode(data).size == (300, 40)
+
+
+def test_icc_and_exif_are_carried(small_image: Image.Image) -> None:
+    data = dqcodec.encode(small_image, quality=10, icc_profile=b"fake-icc", exif=b"Exif\0\0fake")
+    out = dqcodec.decode(data)
+    assert out.info["icc_profile"] == b"fake-icc" and out.info["exif"] == b"Exif\0\0fake"
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+def test_unsupported_modes_are_refused(mode: str) -> None:
+    img = Image.new(mode, (16, 16))
+    with pytest.raises(dqcodec.DQCError):
+        dqcodec.encode(img)
+
+
+def test_wrong_model_file_is_refused(small_file: bytes) -> None:
+    with pytest.raises(dqcodec.ModelMismatchError):
+        dqcodec.decode(small_file, model="vqgan")
