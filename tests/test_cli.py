@@ -1,0 +1,82 @@
+"""Drive the installed `dqc` command as a user would."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+DQC = shutil.which("dqc") or str(Path(sys.executable).parent / "dqc")
+
+
+def dqc(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([DQC, *args], input=stdin, capture_output=True, timeout=300)
+
+
+@pytest.fixture()
+def photo(tmp_path: Path, small_image: Image.Image) -> Path:
+    p = tmp_path / "photo.png"
+    small_image.save(p)
+    return p
+
+
+def test_encode_decode_info(photo: Path, tmp_path: Path) -> None:
+    r = dqc("encode", str(photo), "-q", "40")
+    assert r.returncode == 0, r.stderr
+    dqc_file = photo.with_suffix(".dqc")
+    assert dqc_file.exists()
+    out = tmp_path / "back.png"
+    r = dqc("decode", str(dqc_file), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out).size == Image.open(photo).size
+    r = dqc("info", str(dqc_file), "--json")
+    info = json.loads(r.stdout)
+    assert info["width"] == 72 and info["height"] == 40 and info["bytes"] == dqc_file.stat().st_size
+
+
+def test_stdin_stdout(photo: Path) -> None:
+    enc = dqc("encode", "-", "-o", "-", stdin=photo.read_bytes())
+    assert enc.returncode == 0 and enc.stdout.startswith(b"\x89DQC")
+    dec = dqc("decode", "-", "-o", "-", stdin=enc.stdout)
+    assert dec.returncode == 0 and dec.stdout.startswith(b"\x89PNG")
+
+
+def test_existing_output_needs_overwrite(photo: Path) -> None:
+    assert dqc("encode", str(photo)).returncode == 0
+    r = dqc("encode", str(photo))
+    assert r.returncode == 1 and b"--overwrite" in r.stderr
+    assert dqc("encode", str(photo), "--overwrite").returncode == 0
+
+
+def _one_line_error(r: subprocess.CompletedProcess, code: int) -> None:
+    assert r.returncode == code
+    lines = r.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dqc: error:"), r.stderr
+
+
+def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not an image")
+    _one_line_error(dqc("encode", str(junk), "-o", str(tmp_path / "junk.dqc")), 1)
+    _one_line_error(dqc("encode", str(tmp_path / "missing.png")), 1)
+    _one_line_error(dqc("decode", str(junk), "-o", str(tmp_path / "x.png")), 1)
+    Image.new("RGBA", (20, 20)).save(tmp_path / "alpha.png")
+    _one_line_error(dqc("encode", str(tmp_path / "alpha.png")), 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.png", "junk.png"]
+
+
+def test_corrupt_file_is_reported_not_shown(photo: Path, tmp_path: Path) -> None:
+    from dqcodec import bitstream
+
+    assert dqc("encode", str(photo)).returncode == 0
+    c = bitstream.read(photo.with_suffix(".dqc").read_bytes())
+    t = c.tiles[0]
+    damaged = bytes([t.data[0] ^ 0x77]) + t.data[1:]
+    c.tiles[0] = bitstream.Tile(t.index, t.num_symbols, t.symbol_crc, damaged)
+    bad = tmp_path / "bad.dqc"
+    bad.write_bytes(bitstream.write(c))
+    _one_line_error(dqc("decode", str(bad), "-o", str(tmp_path / "bad.png")), 3)
+    assert not (tmp_path / "bad.png").exists()
