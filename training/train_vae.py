@@ -108,7 +108,8 @@ def main() -> None:
             psnr = -10 * math.log10(mse.item())
             line = (
                 f"step {step} t {elapsed / 60:.1f}m lr {lr:.2e} psnr {psnr:.2f} msssim {msssim.item():.4f} "
-                f"commit {float(out['commit'].detach()):.4f} budget {float(out['budget'].detach()):.4f} codes_used {used:.2f}"
+                f"commit {float(out['commit'].detach()):.4f} budget {float(out['budget'].detach()):.4f} "
+                f"codes_used {used:.2f}"
             )
             print(line, flush=True)
             log.append(line)
