@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -88,6 +91,7 @@ def fixed_threads(n: int) -> Iterator[None]:
 
 
 # ----- one tile through the prior ------------------------------------------------------------
+T = TypeVar("T")
 SymbolCoder = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
 
@@ -153,6 +157,20 @@ def _map_from_pos(pos: torch.Tensor, values: torch.Tensor, rh: int, rw: int) -> 
     return levels
 
 
+def _map_tiles(fn: Callable[[int], T], n: int, workers: int | None) -> list[T]:
+    """fn(0..n-1), on up to `workers` threads (default: one per CPU core).
+
+    Every prior op runs single-threaded (PRIOR_THREADS), so running tiles side by side changes
+    no float: tiles are independent and each op's arithmetic does not depend on the others.
+    """
+    workers = max(1, min(n, workers or os.cpu_count() or 1))
+    with fixed_threads(PRIOR_THREADS):
+        if workers == 1:
+            return [fn(i) for i in range(n)]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, range(n)))
+
+
 def _symbols_crc(symbols: list[int]) -> int:
     return zlib.crc32(np.asarray(symbols, dtype="<i4").tobytes())
 
@@ -191,8 +209,9 @@ def encode(
     schedule: Schedule | None = None,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
+    workers: int | None = None,
 ) -> bytes:
-    """Compress a PIL image to .dqc bytes."""
+    """Compress a PIL image to .dqc bytes (tiles go through the prior on `workers` threads)."""
     m = load_model(model)
     schedule = schedule or Schedule()
     x, color = image_to_tensor(img)
@@ -204,27 +223,31 @@ def encode(
     levels = tokens.levels[0]
     if m.fixed_grid:
         levels = torch.full_like(levels, 2 if share_fine else 1 if share_medium else 0)
-    tiles = []
-    with fixed_threads(PRIOR_THREADS):
-        for i, (y0, x0, th, tw) in enumerate(_tile_grid(*levels.shape)):
-            known = Tokens(
-                levels[y0 : y0 + th, x0 : x0 + tw],
-                tuple(t[0, y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] for t, s in zip(tokens.idx, KIND_SCALE[1:])),  # type: ignore[arg-type]
-            )
-            enc = SymbolEncoder()
 
-            def coder(freq: np.ndarray, values: np.ndarray | None, enc: SymbolEncoder = enc) -> np.ndarray:
-                assert values is not None
-                enc.encode(values, freq)
-                return values
+    def encode_tile(i: int, y0: int, x0: int, th: int, tw: int) -> bitstream.Tile:
+        known = Tokens(
+            levels[y0 : y0 + th, x0 : x0 + tw],
+            tuple(t[0, y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] for t, s in zip(tokens.idx, KIND_SCALE[1:])),  # type: ignore[arg-type]
+        )
+        enc = SymbolEncoder()
 
-            _, _, symbols = code_tile(m.prior, th, tw, schedule, coder, known)
-            tiles.append(bitstream.Tile(i, len(symbols), _symbols_crc(symbols), enc.finish()))
+        def coder(freq: np.ndarray, values: np.ndarray | None) -> np.ndarray:
+            assert values is not None
+            enc.encode(values, freq)
+            return values
+
+        _, _, symbols = code_tile(m.prior, th, tw, schedule, coder, known)
+        return bitstream.Tile(i, len(symbols), _symbols_crc(symbols), enc.finish())
+
+    grid = _tile_grid(*levels.shape)
+    tiles = _map_tiles(lambda i: encode_tile(i, *grid[i]), len(grid), workers)
     header = bitstream.Header(w, h, color, TILE_SIZE, m.model_id, q_fine, q_medium, schedule.periods, PRECISION)
     return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif))
 
 
-def decode_tokens(data: bytes, model: str = DEFAULT_MODEL) -> tuple[bitstream.Container, Tokens]:
+def decode_tokens(
+    data: bytes, model: str = DEFAULT_MODEL, workers: int | None = None
+) -> tuple[bitstream.Container, Tokens]:
     """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens."""
     m = load_model(model)
     c = bitstream.read(data, expected_model_id=m.model_id)
@@ -237,23 +260,28 @@ def decode_tokens(data: bytes, model: str = DEFAULT_MODEL) -> tuple[bitstream.Co
     levels = torch.zeros(rh, rw, dtype=torch.long)
     idx = [torch.zeros(rh * s, rw * s, dtype=torch.long) for s in KIND_SCALE[1:]]
     schedule = Schedule(hd.periods)
-    with fixed_threads(PRIOR_THREADS):
-        for tile, (y0, x0, th, tw) in zip(c.tiles, _tile_grid(rh, rw)):
-            try:
-                dec = SymbolDecoder(tile.data)
-                t_levels, t_idx, symbols = code_tile(m.prior, th, tw, schedule, lambda f, _v, d=dec: d.decode(f), None)
-            except DQCError:
-                raise
-            except Exception as e:  # the range decoder ran off corrupt data
-                raise IntegrityError(f"tile {tile.index} does not decode ({type(e).__name__}: {e})") from None
-            if len(symbols) != tile.num_symbols or _symbols_crc(symbols) != tile.symbol_crc:
-                raise IntegrityError(
-                    f"tile {tile.index} decoded to different symbols than were encoded "
-                    "(corrupt file, or a prior computing different probabilities on this machine)"
-                )
-            levels[y0 : y0 + th, x0 : x0 + tw] = t_levels
-            for t, ti, s in zip(idx, t_idx, KIND_SCALE[1:]):
-                t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] = ti
+    grid = _tile_grid(rh, rw)
+
+    def decode_tile(i: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        tile, (_, _, th, tw) = c.tiles[i], grid[i]
+        try:
+            dec = SymbolDecoder(tile.data)
+            t_levels, t_idx, symbols = code_tile(m.prior, th, tw, schedule, lambda f, _v: dec.decode(f), None)
+        except DQCError:
+            raise
+        except Exception as e:  # the range decoder ran off corrupt data
+            raise IntegrityError(f"tile {tile.index} does not decode ({type(e).__name__}: {e})") from None
+        if len(symbols) != tile.num_symbols or _symbols_crc(symbols) != tile.symbol_crc:
+            raise IntegrityError(
+                f"tile {tile.index} decoded to different symbols than were encoded "
+                "(corrupt file, or a prior computing different probabilities on this machine)"
+            )
+        return t_levels, t_idx
+
+    for (y0, x0, th, tw), (t_levels, t_idx) in zip(grid, _map_tiles(decode_tile, len(grid), workers)):
+        levels[y0 : y0 + th, x0 : x0 + tw] = t_levels
+        for t, ti, s in zip(idx, t_idx, KIND_SCALE[1:]):
+            t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] = ti
     return c, Tokens(levels[None], tuple(t[None] for t in idx))  # type: ignore[arg-type]
 
 
@@ -266,9 +294,9 @@ def reconstruct(tokens: Tokens, width: int, height: int, model: str = DEFAULT_MO
     return y.permute(1, 2, 0).numpy()
 
 
-def decode(data: bytes, model: str = DEFAULT_MODEL) -> Image.Image:
+def decode(data: bytes, model: str = DEFAULT_MODEL, workers: int | None = None) -> Image.Image:
     """Decompress .dqc bytes to a PIL image (mode RGB or L, ICC profile and EXIF attached)."""
-    c, tokens = decode_tokens(data, model)
+    c, tokens = decode_tokens(data, model, workers)
     rgb = reconstruct(tokens, c.header.width, c.header.height, model)
     img = Image.fromarray(rgb, "RGB")
     if c.header.color == bitstream.COLOR_GRAY:

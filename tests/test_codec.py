@@ -64,11 +64,14 @@ def test_grayscale_round_trips_as_grayscale() -> None:
     assert out.mode == "L" and out.size == img.size
 
 
-def test_multi_tile_image() -> None:
-    img = synthetic_image(300, 40, seed=5)  # two tiles across
-    data = dqcodec.encode(img, quality=30)
-    assert len(bitstream.read(data).tiles) == 2
-    assert dqcodec.decode(data).size == (300, 40)
+def test_multi_tile_image_and_parallel_tiles() -> None:
+    img = synthetic_image(600, 40, seed=5)  # three tiles across
+    data = dqcodec.encode(img, quality=30, workers=1)
+    assert len(bitstream.read(data).tiles) == 3
+    assert dqcodec.encode(img, quality=30, workers=3) == data  # tiles on threads: same bytes
+    serial = np.asarray(dqcodec.decode(data, workers=1))
+    assert serial.shape == (40, 600, 3)
+    assert np.array_equal(np.asarray(dqcodec.decode(data, workers=3)), serial)
 
 
 def test_icc_and_exif_are_carried(small_image: Image.Image) -> None:
