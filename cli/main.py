@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def _run(fn):  # noqa: ANN001, ANN202
         _fail(str(e), EXIT_MODEL)
     except DQCError as e:
         _fail(str(e))
-    except (OSError, Image.DecompressionBombError) as e:
+    except OSError as e:
         _fail(
             f"{getattr(e, 'filename', None) or ''} {e.strerror if isinstance(e, OSError) and e.strerror else e}".strip()
         )
@@ -60,6 +61,115 @@ def _write_output(dst: str, data: bytes, overwrite: bool) -> None:
     write_atomic(path, lambda f: f.write(data))
 
 
+# larger images need --allow-large (the transform holds the whole image in memory)
+MAX_PIXELS = int(os.environ.get("DQC_MAX_PIXELS", 64 * 10**6))
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+
+
+def _setup(threads: int | None, device: str) -> None:
+    import torch
+
+    from dqcodec.errors import DQCError
+
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DQCError("--device cuda: no CUDA device is available to torch here")
+
+
+def _check_output(out: str, overwrite: bool) -> None:
+    from dqcodec.errors import DQCError
+
+    if out != "-" and Path(out).exists() and not overwrite:
+        raise DQCError(f"{out} exists (use --overwrite to replace it)")
+
+
+def open_image(src: str, allow_large: bool) -> Image.Image:
+    """Read an image for encoding: EXIF orientation applied, size limit enforced."""
+    from PIL import ImageOps
+
+    from dqcodec.errors import DQCError
+
+    Image.MAX_IMAGE_PIXELS = None  # dqc's own limit below; the header is read before any pixel
+    try:
+        img = Image.open(io.BytesIO(_read_input(src)))
+        if img.width * img.height > MAX_PIXELS and not allow_large:
+            raise DQCError(
+                f"{src}: {img.width}x{img.height} is over the {MAX_PIXELS / 1e6:g} MP limit (use --allow-large)"
+            )
+        img.load()
+    except Image.UnidentifiedImageError:
+        raise DQCError(f"{src}: not an image format dqc can read") from None
+    except (SyntaxError, ValueError) as e:
+        raise DQCError(f"{src}: broken image file ({e})") from None
+    icc = img.info.get("icc_profile")
+    out = ImageOps.exif_transpose(img) or img
+    if icc:
+        out.info["icc_profile"] = icc
+    return out
+
+
+def encode_file(
+    src: str,
+    out: str,
+    quality: float,
+    target_bpp: float | None,
+    model: str,
+    overwrite: bool,
+    threads: int | None,
+    device: str,
+    allow_large: bool,
+) -> tuple[bytes, tuple[int, int]]:
+    import dqcodec
+
+    _check_output(out, overwrite)
+    img = open_image(src, allow_large)
+    exif = img.getexif()
+    data = dqcodec.encode(
+        img,
+        quality=quality,
+        target_bpp=target_bpp,
+        model=model,
+        icc_profile=img.info.get("icc_profile"),
+        exif=exif.tobytes() if len(exif) else None,
+        workers=threads,
+        device=device,
+    )
+    _write_output(out, data, overwrite)
+    return data, img.size
+
+
+def decode_file(src: str, out: str, model: str, overwrite: bool, threads: int | None, device: str) -> None:
+    import dqcodec
+    from dqcodec.errors import DQCError
+
+    _check_output(out, overwrite)
+    fmt = "PNG" if out == "-" else Image.registered_extensions().get(Path(out).suffix.lower())
+    if fmt is None or fmt == "DQC":
+        raise DQCError(f"cannot tell an image format from {out!r}; use .png")
+    img = dqcodec.decode(_read_input(src), model=model, workers=threads, device=device)
+    buf = io.BytesIO()
+    params = {k: img.info[k] for k in ("icc_profile", "exif") if k in img.info}
+    try:
+        img.save(buf, format=fmt, **params)
+    except (OSError, ValueError, KeyError):
+        buf = io.BytesIO()
+        img.save(buf, format=fmt)
+    _write_output(out, buf.getvalue(), overwrite)
+
+
+def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
+    from dqcodec.codec import decode_tokens, reconstruct
+    from dqcodec.granularity_map import draw
+
+    _check_output(map_path, overwrite)
+    c, tokens = decode_tokens(data)
+    picture = Image.fromarray(reconstruct(tokens, c.header.width, c.header.height))
+    buf = io.BytesIO()
+    draw(picture, tokens.levels[0]).save(buf, format="PNG")
+    _write_output(map_path, buf.getvalue(), overwrite)
+
+
 @click.group()
 @click.version_option(package_name="dqcodec")
 def main() -> None:
@@ -70,35 +180,35 @@ def main() -> None:
 @click.argument("src")
 @click.option("-o", "--output", "dst", help="output .dqc file ('-' = stdout; default: SRC with .dqc)")
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
+@click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
-@click.option("--threads", type=click.IntRange(1), help="torch threads for the transform")
-def encode(src: str, dst: str | None, quality: float, model: str, overwrite: bool, threads: int | None) -> None:
+@click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="for the transform"
+)
+@click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
+@click.option("--quiet", is_flag=True, help="no summary line")
+def encode(
+    src: str,
+    dst: str | None,
+    quality: float,
+    target_bpp: float | None,
+    model: str,
+    overwrite: bool,
+    threads: int | None,
+    device: str,
+    allow_large: bool,
+    quiet: bool,
+) -> None:
     """Compress an image (PNG, JPEG, WebP, TIFF, BMP) to .dqc."""
 
     def go() -> None:
-        import torch
-        from PIL import ImageOps
-
-        import dqcodec
-        from dqcodec.errors import DQCError
-
-        if threads:
-            torch.set_num_threads(threads)
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))
-        if out != "-" and Path(out).exists() and not overwrite:
-            raise DQCError(f"{out} exists (use --overwrite to replace it)")
-        try:
-            img = Image.open(io.BytesIO(_read_input(src)))
-            img.load()
-        except Image.UnidentifiedImageError:
-            raise DQCError(f"{src}: not an image format dqc can read") from None
-        img = ImageOps.exif_transpose(img) or img
-        data = dqcodec.encode(img, quality=quality, model=model, icc_profile=img.info.get("icc_profile"))
-        _write_output(out, data, overwrite)
-        if out != "-":
-            bpp = 8 * len(data) / (img.width * img.height)
-            click.echo(f"{out}: {img.width}x{img.height}, {len(data)} bytes, {bpp:.4f} bpp", err=True)
+        _setup(threads, device)
+        data, (w, h) = encode_file(src, out, quality, target_bpp, model, overwrite, threads, device, allow_large)
+        if out != "-" and not quiet:
+            click.echo(f"{out}: {w}x{h}, {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp", err=True)
 
     _run(go)
 
@@ -108,28 +218,17 @@ def encode(src: str, dst: str | None, quality: float, model: str, overwrite: boo
 @click.option("-o", "--output", "dst", help="output image ('-' = PNG on stdout; default: SRC with .png)")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
-@click.option("--threads", type=click.IntRange(1), help="torch threads for the transform")
-def decode(src: str, dst: str | None, model: str, overwrite: bool, threads: int | None) -> None:
+@click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
+@click.option(
+    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="for the transform"
+)
+def decode(src: str, dst: str | None, model: str, overwrite: bool, threads: int | None, device: str) -> None:
     """Decompress a .dqc file to PNG (or any format Pillow writes, by extension)."""
 
     def go() -> None:
-        import torch
-
-        import dqcodec
-        from dqcodec.errors import DQCError
-
-        if threads:
-            torch.set_num_threads(threads)
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".png")))
-        if out != "-" and Path(out).exists() and not overwrite:
-            raise DQCError(f"{out} exists (use --overwrite to replace it)")
-        img = dqcodec.decode(_read_input(src), model=model)
-        buf = io.BytesIO()
-        fmt = "PNG" if out == "-" else Image.registered_extensions().get(Path(out).suffix.lower())
-        if fmt is None:
-            raise DQCError(f"cannot tell an image format from {out!r}; use .png")
-        img.save(buf, format=fmt, icc_profile=img.info.get("icc_profile"))
-        _write_output(out, buf.getvalue(), overwrite)
+        _setup(threads, device)
+        decode_file(src, out, model, overwrite, threads, device)
 
     _run(go)
 
@@ -137,13 +236,17 @@ def decode(src: str, dst: str | None, model: str, overwrite: bool, threads: int 
 @main.command()
 @click.argument("src")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def info(src: str, as_json: bool) -> None:
-    """Show the header and chunks of a .dqc file (no decoding)."""
+@click.option("--map", "map_path", help="decode and draw the granularity map over the image into this PNG")
+@click.option("--overwrite", is_flag=True, help="replace an existing map file")
+def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None:
+    """Show the header and chunks of a .dqc file (decodes only for --map)."""
 
     def go() -> None:
         from dqcodec import bitstream
 
         data = _read_input(src)
+        if map_path:
+            _draw_map(data, map_path, overwrite)
         c = bitstream.read(data)
         h = c.header
         d = {
@@ -170,6 +273,85 @@ def info(src: str, as_json: bool) -> None:
                 click.echo(f"{k:18} {v:.4f}" if isinstance(v, float) else f"{k:18} {v}")
 
     _run(go)
+
+
+def _batch_one(job: tuple) -> tuple[str, str]:
+    """One file of `dqc batch` (runs in a worker process): (status, message)."""
+    src, out, decode_mode, quality, target_bpp, model, overwrite, allow_large = job
+    from dqcodec.errors import DQCError
+
+    if Path(out).exists() and not overwrite:
+        return "skip", out
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if decode_mode:
+            decode_file(src, out, model, overwrite, 1, "cpu")
+        else:
+            encode_file(src, out, quality, target_bpp, model, overwrite, 1, "cpu", allow_large)
+    except (DQCError, OSError) as e:
+        return "fail", f"{src}: {e}"
+    return "ok", out
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@main.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
+@click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
+@click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC to PNG instead")
+@click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
+@click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="worker processes [default: CPU cores]")
+@click.option("--overwrite", is_flag=True, help="redo files whose output exists (default: skip them, i.e. resume)")
+@click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
+def batch(
+    src: Path,
+    dst: Path,
+    quality: float,
+    target_bpp: float | None,
+    decode_mode: bool,
+    model: str,
+    jobs: int | None,
+    overwrite: bool,
+    allow_large: bool,
+) -> None:
+    """Encode every image under SRC (recursively) into the same tree under DST.
+
+    Files whose output already exists are skipped, so an interrupted run resumes. A file that
+    fails is reported and the run goes on; the exit code is 1 if any file failed.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    suffixes = {".dqc"} if decode_mode else IMAGE_SUFFIXES
+    new_suffix = ".png" if decode_mode else ".dqc"
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
+    jobs_list = [
+        (str(p), str((dst / p.relative_to(src)).with_suffix(new_suffix)), decode_mode, quality, target_bpp, model,
+         overwrite, allow_large)
+        for p in files
+    ]  # fmt: skip
+    workers = min(len(files), jobs or os.cpu_count() or 1)
+    counts = {"ok": 0, "skip": 0, "fail": 0}
+    tty = sys.stderr.isatty()
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+        for i, (status, message) in enumerate(pool.map(_batch_one, jobs_list, chunksize=1), 1):
+            counts[status] += 1
+            if status == "fail":
+                click.echo(("\r" if tty else "") + f"dqc: error: {message}", err=True)
+            bar = "#" * (30 * i // len(files))
+            line = f"[{bar:<30}] {i}/{len(files)} ok {counts['ok']} skipped {counts['skip']} failed {counts['fail']}"
+            click.echo(("\r" + line) if tty else line, err=True, nl=not tty)
+    if tty:
+        click.echo("", err=True)
+    sys.exit(EXIT_INPUT if counts["fail"] else 0)
 
 
 if __name__ == "__main__":

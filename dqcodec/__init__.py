@@ -5,3 +5,7 @@ from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchE
 
 __version__ = "0.1.0"
 __all__ = ["encode", "decode", "DQCError", "FormatError", "IntegrityError", "ModelMismatchError", "__version__"]
+
+from dqcodec.pillow_plugin import register as _register_pillow_plugin  # noqa: E402
+
+_register_pillow_plugin()

@@ -22,7 +22,7 @@ from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
 from dqcodec.errors import DQCError, FormatError, IntegrityError
 from dqcodec.models import DQVAE, DQTransformer, DQVAEConfig, PriorConfig
-from dqcodec.models.dqvae import Tokens
+from dqcodec.models.dqvae import Tokens, rank_levels
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
 TILE_SIZE = 16 * MAX_REGIONS
@@ -164,11 +164,16 @@ def _map_tiles(fn: Callable[[int], T], n: int, workers: int | None) -> list[T]:
     no float: tiles are independent and each op's arithmetic does not depend on the others.
     """
     workers = max(1, min(n, workers or os.cpu_count() or 1))
+
+    def run(i: int) -> T:
+        with torch.inference_mode():  # grad mode is per thread
+            return fn(i)
+
     with fixed_threads(PRIOR_THREADS):
         if workers == 1:
-            return [fn(i) for i in range(n)]
+            return [run(i) for i in range(n)]
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(fn, range(n)))
+            return list(pool.map(run, range(n)))
 
 
 def _symbols_crc(symbols: list[int]) -> int:
@@ -202,6 +207,66 @@ def _pad16(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
+@torch.no_grad()
+def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu") -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Run the DQ-VAE encoder once: gate scores (h, w) and code indices of every level everywhere."""
+    vae = m.vae.to(device)
+    latents, score = vae.encoder(_pad16(x).to(device) * 2 - 1)
+    idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
+    return score[0].float().cpu(), idx
+
+
+def levels_for_quality(m: LoadedModel, score: torch.Tensor, quality: float) -> tuple[torch.Tensor, int, int]:
+    """Granularity map for a quality, and the shares as stored in the header (1/65535 units)."""
+    share_fine, share_medium = quality_to_shares(quality, m.fixed_grid)
+    q_fine, q_medium = round(share_fine * 65535), round(share_medium * 65535)
+    if m.fixed_grid:
+        return torch.full(score.shape, 2 if q_fine else 1 if q_medium else 0, dtype=torch.long), q_fine, q_medium
+    shares = (torch.tensor([q_fine / 65535]), torch.tensor([q_medium / 65535]))
+    return rank_levels(score[None], *shares)[0], q_fine, q_medium
+
+
+@torch.no_grad()
+def estimate_bits(
+    m: LoadedModel, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], schedule: Schedule, workers: int | None = None
+) -> float:
+    """Bits of a whole file with these tokens: the prior's cross-entropy (teacher forcing, one pass
+    per tile, no coding) plus the container's bytes."""
+    grid = _tile_grid(*levels.shape)
+
+    def tile_bits(i: int) -> float:
+        y0, x0, th, tw = grid[i]
+        t = tile_tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw), schedule)
+        bits = m.prior.loss_bits(t.kind[None], t.pos[None], t.value[None], t.group[None], torch.ones(1, len(t.kind)))
+        return float(bits.sum()) + 8 * (24 + 2)  # chunk + tile header, about half a coder word of flush
+
+    return sum(_map_tiles(tile_bits, len(grid), workers)) + 8 * 69  # signature, version, HEAD, END
+
+
+def _tile_idx(idx: tuple[torch.Tensor, ...], y0: int, x0: int, th: int, tw: int) -> tuple[torch.Tensor, ...]:
+    return tuple(t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] for t, s in zip(idx, KIND_SCALE[1:]))
+
+
+def quality_for_bpp(
+    m: LoadedModel, score: torch.Tensor, idx: tuple[torch.Tensor, ...], pixels: int, target: float, schedule: Schedule
+) -> float:
+    """Highest quality whose estimated rate stays at or under `target` bpp (bisection on quality to
+    within 1/128 of the range); quality 0 if even that is over."""
+
+    def fits(q: float) -> bool:
+        return estimate_bits(m, levels_for_quality(m, score, q)[0], idx, schedule) / pixels <= target
+
+    if m.fixed_grid:
+        return max((q for q in (0.0, 50.0, 100.0) if fits(q)), default=0.0)
+    lo, hi = 0.0, 100.0
+    if fits(hi):
+        return hi
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def encode(
     img: Image.Image,
     quality: float = DEFAULT_QUALITY,
@@ -210,25 +275,27 @@ def encode(
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     workers: int | None = None,
+    target_bpp: float | None = None,
+    device: str = "cpu",
 ) -> bytes:
-    """Compress a PIL image to .dqc bytes (tiles go through the prior on `workers` threads)."""
+    """Compress a PIL image to .dqc bytes.
+
+    `target_bpp` picks the highest quality whose file stays near that rate (then `quality` is
+    ignored). The transform runs on `device`; the prior always on the CPU (bit-exactness); tiles
+    go through the prior on `workers` threads."""
     m = load_model(model)
     schedule = schedule or Schedule()
     x, color = image_to_tensor(img)
     h, w = x.shape[-2:]
-    share_fine, share_medium = quality_to_shares(quality, m.fixed_grid)
-    q_fine, q_medium = round(share_fine * 65535), round(share_medium * 65535)
-    with torch.no_grad():
-        tokens = m.vae.encode(_pad16(x) * 2 - 1, q_fine / 65535, q_medium / 65535)
-    levels = tokens.levels[0]
-    if m.fixed_grid:
-        levels = torch.full_like(levels, 2 if share_fine else 1 if share_medium else 0)
+    score, idx = analyze(m, x, device)
+    if target_bpp is not None:
+        if target_bpp <= 0:
+            raise DQCError(f"target bpp must be positive, got {target_bpp}")
+        quality = quality_for_bpp(m, score, idx, h * w, target_bpp, schedule)
+    levels, q_fine, q_medium = levels_for_quality(m, score, quality)
 
     def encode_tile(i: int, y0: int, x0: int, th: int, tw: int) -> bitstream.Tile:
-        known = Tokens(
-            levels[y0 : y0 + th, x0 : x0 + tw],
-            tuple(t[0, y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] for t, s in zip(tokens.idx, KIND_SCALE[1:])),  # type: ignore[arg-type]
-        )
+        known = Tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw))  # type: ignore[arg-type]
         enc = SymbolEncoder()
 
         def coder(freq: np.ndarray, values: np.ndarray | None) -> np.ndarray:
@@ -285,19 +352,20 @@ def decode_tokens(
     return c, Tokens(levels[None], tuple(t[None] for t in idx))  # type: ignore[arg-type]
 
 
-def reconstruct(tokens: Tokens, width: int, height: int, model: str = DEFAULT_MODEL) -> np.ndarray:
+def reconstruct(tokens: Tokens, width: int, height: int, model: str = DEFAULT_MODEL, device: str = "cpu") -> np.ndarray:
     """Tokens -> uint8 RGB array (height, width, 3): the DQ-VAE decoder's picture, cropped."""
     m = load_model(model)
     with torch.no_grad():
-        y = m.vae.decode(tokens)
+        t = Tokens(tokens.levels.to(device), tuple(i.to(device) for i in tokens.idx))  # type: ignore[arg-type]
+        y = m.vae.to(device).decode(t).cpu()
     y = ((y[0, :, :height, :width].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return y.permute(1, 2, 0).numpy()
 
 
-def decode(data: bytes, model: str = DEFAULT_MODEL, workers: int | None = None) -> Image.Image:
+def decode(data: bytes, model: str = DEFAULT_MODEL, workers: int | None = None, device: str = "cpu") -> Image.Image:
     """Decompress .dqc bytes to a PIL image (mode RGB or L, ICC profile and EXIF attached)."""
     c, tokens = decode_tokens(data, model, workers)
-    rgb = reconstruct(tokens, c.header.width, c.header.height, model)
+    rgb = reconstruct(tokens, c.header.width, c.header.height, model, device)
     img = Image.fromarray(rgb, "RGB")
     if c.header.color == bitstream.COLOR_GRAY:
         img = img.convert("L")

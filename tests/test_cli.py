@@ -80,3 +80,51 @@ def test_corrupt_file_is_reported_not_shown(photo: Path, tmp_path: Path) -> None
     bad.write_bytes(bitstream.write(c))
     _one_line_error(dqc("decode", str(bad), "-o", str(tmp_path / "bad.png")), 3)
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_batch_continues_past_errors_and_resumes(tmp_path: Path, small_image: Image.Image) -> None:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "nested").mkdir(parents=True)
+    small_image.save(src / "a.png")
+    small_image.convert("L").save(src / "nested" / "b.jpg")
+    (src / "broken.png").write_bytes(b"not a png")
+    r = dqc("batch", str(src), str(dst), "-q", "20", "-j", "2")
+    assert r.returncode == 1
+    assert b"broken.png" in r.stderr
+    assert (dst / "a.dqc").exists() and (dst / "nested" / "b.dqc").exists()
+    assert not (dst / "broken.dqc").exists()
+    before = (dst / "a.dqc").stat().st_mtime_ns
+    r = dqc("batch", str(src), str(dst), "-j", "1")
+    assert b"skipped 2" in r.stderr and (dst / "a.dqc").stat().st_mtime_ns == before
+    r = dqc("batch", str(dst), str(tmp_path / "png"), "--decode")
+    assert r.returncode == 0
+    assert Image.open(tmp_path / "png" / "nested" / "b.png").mode == "L"
+
+
+def test_target_bpp_and_granularity_map(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t.dqc"
+    r = dqc("encode", str(photo), "-o", str(out), "--bpp", "0.3")
+    assert r.returncode == 0, r.stderr
+    assert 8 * out.stat().st_size / (72 * 40) <= 0.3 * 1.1
+    r = dqc("info", str(out), "--map", str(tmp_path / "map.png"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(tmp_path / "map.png").size == (72, 40)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path, small_image: Image.Image) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    src = tmp_path / "rotated.jpg"
+    small_image.save(src, exif=exif.tobytes(), quality=95)
+    assert dqc("encode", str(src)).returncode == 0
+    assert dqc("decode", str(src.with_suffix(".dqc")), "-o", str(tmp_path / "r.png")).returncode == 0
+    assert Image.open(tmp_path / "r.png").size == (40, 72)
+
+
+def test_pixel_limit(photo: Path) -> None:
+    import os
+
+    env = {**os.environ, "DQC_MAX_PIXELS": "1000"}
+    r = subprocess.run([DQC, "encode", str(photo), "-o", "-"], capture_output=True, env=env, timeout=300)
+    _one_line_error(r, 1)
+    assert b"--allow-large" in r.stderr

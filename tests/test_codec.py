@@ -90,3 +90,11 @@ def test_unsupported_modes_are_refused(mode: str) -> None:
 def test_wrong_model_file_is_refused(small_file: bytes) -> None:
     with pytest.raises(dqcodec.ModelMismatchError):
         dqcodec.decode(small_file, model="vqgan")
+
+
+def test_pillow_plugin_opens_dqc(tmp_path, small_file: bytes) -> None:
+    path = tmp_path / "x.dqc"
+    path.write_bytes(small_file)
+    with Image.open(path) as im:
+        assert im.format == "DQC" and im.size == (72, 40)
+        assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(dqcodec.decode(small_file)))

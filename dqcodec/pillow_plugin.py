@@ -1,0 +1,40 @@
+"""Pillow plugin: after `import dqcodec`, `Image.open("x.dqc")` reads .dqc files."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageFile
+
+from dqcodec import bitstream
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(bitstream.SIGNATURE)] == bitstream.SIGNATURE
+
+
+class DqcImageFile(ImageFile.ImageFile):
+    format = "DQC"
+    format_description = "dqc learned image codec"
+
+    def _open(self) -> None:
+        self._dqc_bytes = self.fp.read()
+        header = bitstream.read(self._dqc_bytes).header
+        self._size = (header.width, header.height)
+        self._mode = "L" if header.color == bitstream.COLOR_GRAY else "RGB"
+        self.tile = []
+        self._dqc_done = False
+
+    def load(self):  # noqa: ANN201 - Pillow's signature
+        if not self._dqc_done:
+            from dqcodec.codec import decode
+
+            img = decode(self._dqc_bytes)
+            self.im = img.im
+            self.info.update(img.info)
+            self._dqc_done = True
+        return Image.Image.load(self)
+
+
+def register() -> None:
+    Image.register_open(DqcImageFile.format, DqcImageFile, _accept)
+    Image.register_extension(DqcImageFile.format, ".dqc")
+    Image.register_mime(DqcImageFile.format, "image/x-dqc")
