@@ -116,19 +116,20 @@ def code_tile(
     cache = prior.new_cache()
     symbols: list[int] = []
     zeros_idx = [torch.zeros(rh * s, rw * s, dtype=torch.long) for s in KIND_SCALE[1:]]
+    pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None] = [None]  # coded, not yet cached
 
     def run(tokens: TileTokens) -> torch.Tensor:
         values = torch.empty_like(tokens.value)
         for sl in _groups(tokens):
             kind, pos = tokens.kind[sl], tokens.pos[sl]
-            map_logits, code_logits = prior.logits(prior.predict(cache, kind, pos), kind)
+            map_logits, code_logits = prior.logits(prior.step(cache, pending[0], (kind, pos)), kind)
             logits = map_logits if int(kind[0]) == KIND_MAP else code_logits
             freq = quantize_probabilities(logits[0])
             given = tokens.value[sl].numpy() if known is not None else None
             got = torch.from_numpy(np.asarray(coder(freq, given), dtype=np.int64))
             values[sl] = got
             symbols.extend(got.tolist())
-            prior.append(cache, kind, pos, got)
+            pending[0] = (kind, pos, got)
         return values
 
     levels_in = known.levels if known is not None else torch.zeros(rh, rw, dtype=torch.long)

@@ -143,24 +143,27 @@ class DQTransformer(nn.Module):
             h = blk.finish(h, q, k, v, None)
         return cache
 
-    def predict(
-        self, cache: list[tuple[torch.Tensor, torch.Tensor]], kind: torch.Tensor, pos: torch.Tensor
+    def step(
+        self,
+        cache: list[tuple[torch.Tensor, torch.Tensor]],
+        coded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None,
+        query: tuple[torch.Tensor, torch.Tensor],
     ) -> torch.Tensor:
-        """Query outputs (1, n, d) for tokens at (kind, pos) given the cached context."""
-        h = self.embed_query(kind, pos)[None]
-        for blk, (k, v) in zip(self.blocks, cache):
-            q, _, _ = blk.qkv_of(h)
-            h = blk.finish(h, q, k, v, None)
-        return h
+        """One coding pass: add the group just coded (kind, pos, value) to the cache and predict
+        the next group's tokens at (kind, pos); returns their query outputs (1, n, d).
 
-    def append(
-        self, cache: list[tuple[torch.Tensor, torch.Tensor]], kind: torch.Tensor, pos: torch.Tensor, value: torch.Tensor
-    ) -> None:
-        """Add a coded group to the cache (its slots see the cache and each other)."""
-        h = self.embed_content(kind, pos, value)[None]
+        Both run in one forward: content slots and query slots attend to the cache and to the new
+        content slots alone (query slots are never keys), which is what the training masks allow.
+        """
+        hq = self.embed_query(*query)[None]
+        if coded is None:
+            h, nc = hq, 0
+        else:
+            hc = self.embed_content(*coded)[None]
+            h, nc = torch.cat([hc, hq], 1), hc.shape[1]
         for i, blk in enumerate(self.blocks):
             q, k, v = blk.qkv_of(h)
-            k_all = torch.cat([cache[i][0], k], 2)
-            v_all = torch.cat([cache[i][1], v], 2)
-            cache[i] = (k_all, v_all)
-            h = blk.finish(h, q, k_all, v_all, None)
+            if nc:
+                cache[i] = (torch.cat([cache[i][0], k[:, :, :nc]], 2), torch.cat([cache[i][1], v[:, :, :nc]], 2))
+            h = blk.finish(h, q, cache[i][0], cache[i][1], None)
+        return h[:, nc:]
