@@ -27,8 +27,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# about 1.5 hours on 2 cores; results land in benchmarks/results/
 bench: $(STAMP)
 	$(PY) -m benchmarks.kodak_rd
+	$(PY) -m benchmarks.prior_bits
+	$(PY) -m benchmarks.speed
+	$(PY) -m benchmarks.report
 
 clean:
 	rm -rf $(VENV) out build *.egg-info
