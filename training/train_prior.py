@@ -19,6 +19,7 @@ import torch
 
 from dqcodec.models import DQVAE, DQTransformer, DQVAEConfig, PriorConfig
 from dqcodec.tokens import KIND_GRID, MAX_REGIONS, NUM_KINDS, Schedule, batch_tile_tokens
+from training.checkpoint import export_weights, load_state, save_state
 from training.data import CropSampler, list_images, sample_shares
 
 TILE = 16 * MAX_REGIONS
@@ -82,13 +83,7 @@ def main() -> None:
         cfg = PriorConfig(num_codes=vae.cfg.num_codes, dim=32, layers=1, heads=2)
     prior = DQTransformer(cfg).to(dev)
     opt = torch.optim.AdamW(prior.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        prior.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"resumed at step {step}")
+    step, elapsed = load_state(ckpt_path, prior, opt, dev)
     sampler = CropSampler(list_images(args.data), TILE, dev, seed=args.seed + step)
     gen = torch.Generator().manual_seed(args.seed + 7 + step)
     default = Schedule()
@@ -125,15 +120,12 @@ def main() -> None:
             print(line, flush=True)
             log.append(line)
         if time.time() - last_ckpt > 120:
-            torch.save(
-                {"model": prior.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path
-            )
+            save_state(ckpt_path, prior, opt, step, elapsed)
             last_ckpt = time.time()
-    torch.save({"model": prior.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
+    save_state(ckpt_path, prior, opt, step, elapsed)
     if args.export:
-        state = {k: v.half() if v.is_floating_point() else v for k, v in prior.state_dict().items()}
         meta = {"steps": step, "minutes": elapsed / 60, "batch": args.batch, "fixed_grid": bool(args.fixed_grid)}
-        torch.save({"config": cfg.to_dict(), "state_dict": state, "meta": meta}, args.export)
+        export_weights(prior, cfg.to_dict(), meta, args.export)
         print(f"exported {args.export}")
     (args.out / "train_log.txt").open("a").write("\n".join(log) + "\n")
 

@@ -18,13 +18,9 @@ import torch.nn.functional as F
 
 from dqcodec.metrics import ms_ssim
 from dqcodec.models import DQVAE, DQVAEConfig
+from training.checkpoint import export_weights, load_state, save_state
 from training.data import CropSampler, list_images, sample_shares
 from training.discriminator import PatchDiscriminator, hinge_d_loss
-
-
-def export_weights(model: DQVAE, path: Path, meta: dict) -> None:
-    state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta}, path)
 
 
 def main() -> None:
@@ -54,14 +50,8 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=0.0)
     disc = PatchDiscriminator().to(dev) if args.adversarial > 0 else None
     opt_d = torch.optim.AdamW(disc.parameters(), lr=args.lr, betas=(0.5, 0.9)) if disc else None
-    step, elapsed = 0, 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["opt"])
-        step, elapsed = ck["step"], ck["elapsed"]
-        print(f"resumed at step {step}, {elapsed / 60:.1f} min")
-    elif args.init:
+    step, elapsed = load_state(ckpt_path, model, opt, dev)
+    if step == 0 and args.init:
         ck = torch.load(args.init, map_location=dev, weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
         print(f"initialised from {args.init}")
@@ -114,11 +104,9 @@ def main() -> None:
             print(line, flush=True)
             log.append(line)
         if time.time() - last_ckpt > 120:
-            torch.save(
-                {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path
-            )
+            save_state(ckpt_path, model, opt, step, elapsed)
             last_ckpt = time.time()
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "elapsed": elapsed}, ckpt_path)
+    save_state(ckpt_path, model, opt, step, elapsed)
     meta = {
         "steps": step,
         "minutes": elapsed / 60,
@@ -128,7 +116,7 @@ def main() -> None:
         "device": torch.cuda.get_device_name() if use_amp else "cpu",
     }
     if args.export:
-        export_weights(model, args.export, meta)
+        export_weights(model, model.cfg.to_dict(), meta, args.export)
         print(f"exported {args.export}")
     (args.out / "train_log.txt").open("a").write("\n".join(log) + "\n")
 
