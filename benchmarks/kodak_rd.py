@@ -24,8 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec import bitstream
-from dqcodec.codec import encode, load_model, quality_to_shares
+from dqcodec.codec import analyze, encode, image_to_tensor, levels_for_quality, load_model, reconstruct
 from dqcodec.metrics import ms_ssim
 from dqcodec.models.dqvae import Tokens
 
@@ -61,16 +60,11 @@ def unprior_bits(tokens: Tokens, num_codes: int) -> float:
 def learned_codec(img: Image.Image, model: str, quality: float) -> tuple[int, np.ndarray, float, dict]:
     m = load_model(model)
     data = encode(img, quality=quality, model=model)
-    h = bitstream.read(data).header
-    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        tokens = m.vae.encode(x * 2 - 1, h.share_fine / 65535, h.share_medium / 65535)
-        if m.fixed_grid:
-            sf, sm = quality_to_shares(quality, True)
-            tokens.levels.fill_(2 if sf else 1 if sm else 0)
-        y = m.vae.decode(tokens)
-    out = ((y[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    lv = tokens.levels.float()
+    # the tokens `encode` codes, recomputed without running the prior a second time
+    score, idx = analyze(m, image_to_tensor(img)[0])
+    tokens = Tokens(levels_for_quality(m, score, quality)[0][None], tuple(i[None] for i in idx))  # type: ignore[arg-type]
+    out = reconstruct(tokens, img.width, img.height, model)
+    lv = tokens.levels
     shares = {"coarse": (lv == 0).float().mean().item(), "fine": (lv == 2).float().mean().item()}
     return len(data), out, unprior_bits(tokens, m.vae.cfg.num_codes), shares
 

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec.codec import load_model, quality_to_shares
+from dqcodec.codec import analyze, levels_for_quality, load_model
+from dqcodec.models.dqvae import Tokens
 from dqcodec.tokens import KIND_GRID, NUM_KINDS, batch_tile_tokens
 
 SCHEDULES = {
@@ -45,16 +46,13 @@ def main() -> None:
     k = m.vae.cfg.num_codes
     results = {}
     for q in (float(v) for v in args.qualities.split(",")):
-        sf, sm = quality_to_shares(q, m.fixed_grid)
         bits = {name: np.zeros(NUM_KINDS) for name in SCHEDULES}
         counts = np.zeros(NUM_KINDS)
         pixels = 0
         for f in sorted(args.kodak.glob("kodim*.png"))[: args.images]:
             x = torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)[None] / 255.0
-            with torch.no_grad():
-                tok = m.vae.encode(x * 2 - 1, sf, sm)
-            if m.fixed_grid:
-                tok.levels.fill_(2 if sf else 1 if sm else 0)
+            score, idx_all = analyze(m, x)
+            tok = Tokens(levels_for_quality(m, score, q)[0][None], tuple(i[None] for i in idx_all))  # type: ignore[arg-type]
             rh, rw = tok.levels.shape[1:]
             for y0 in range(0, rh - 15, 16):
                 for x0 in range(0, rw - 15, 16):

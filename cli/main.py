@@ -37,9 +37,7 @@ def _run(fn):  # noqa: ANN001, ANN202
     except DQCError as e:
         _fail(str(e))
     except OSError as e:
-        _fail(
-            f"{getattr(e, 'filename', None) or ''} {e.strerror if isinstance(e, OSError) and e.strerror else e}".strip()
-        )
+        _fail(f"{e.filename or ''} {e.strerror or e}".strip())
 
 
 def _read_input(src: str) -> bytes:
@@ -48,17 +46,15 @@ def _read_input(src: str) -> bytes:
     return Path(src).read_bytes()
 
 
-def _write_output(dst: str, data: bytes, overwrite: bool) -> None:
+def _write_output(dst: str, data: bytes) -> None:
+    """Write to stdout or atomically to a file (callers check `_check_output` before the work)."""
     from dqcodec.fileio import write_atomic
 
     if dst == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    path = Path(dst)
-    if path.exists() and not overwrite:
-        _fail(f"{dst} exists (use --overwrite to replace it)")
-    write_atomic(path, lambda f: f.write(data))
+    write_atomic(Path(dst), lambda f: f.write(data))
 
 
 # larger images need --allow-large (the transform holds the whole image in memory)
@@ -135,7 +131,7 @@ def encode_file(
         workers=threads,
         device=device,
     )
-    _write_output(out, data, overwrite)
+    _write_output(out, data)
     return data, img.size
 
 
@@ -155,7 +151,7 @@ def decode_file(src: str, out: str, model: str, overwrite: bool, threads: int | 
     except (OSError, ValueError, KeyError):
         buf = io.BytesIO()
         img.save(buf, format=fmt)
-    _write_output(out, buf.getvalue(), overwrite)
+    _write_output(out, buf.getvalue())
 
 
 def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
@@ -167,7 +163,7 @@ def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
     picture = Image.fromarray(reconstruct(tokens, c.header.width, c.header.height))
     buf = io.BytesIO()
     draw(picture, tokens.levels[0]).save(buf, format="PNG")
-    _write_output(map_path, buf.getvalue(), overwrite)
+    _write_output(map_path, buf.getvalue())
 
 
 @click.group()

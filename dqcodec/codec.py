@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import zlib
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from PIL import Image
 from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
 from dqcodec.errors import DQCError, FormatError, IntegrityError
-from dqcodec.models import DQVAE, DQTransformer, DQVAEConfig, PriorConfig
+from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_from_checkpoint
 from dqcodec.models.dqvae import Tokens, rank_levels
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
@@ -42,8 +43,6 @@ class LoadedModel:
 
 
 def _load_state(raw: bytes) -> dict:
-    import io
-
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
 
 
@@ -56,12 +55,8 @@ def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
     vae_raw, prior_raw = ((root / f).read_bytes() for f in MODELS[name])
     model_id = hashlib.sha256(vae_raw + prior_raw).digest()[: bitstream.MODEL_ID_BYTES]
     vae_ck, prior_ck = _load_state(vae_raw), _load_state(prior_raw)
-    vae = DQVAE(DQVAEConfig.from_dict(vae_ck["config"]))
-    vae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in vae_ck["state_dict"].items()})
-    prior = DQTransformer(PriorConfig.from_dict(prior_ck["config"]))
-    prior.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in prior_ck["state_dict"].items()})
     fixed = bool(vae_ck.get("meta", {}).get("fixed_grid", False))
-    return LoadedModel(name, vae.eval(), prior.eval(), model_id, fixed)
+    return LoadedModel(name, dqvae_from_checkpoint(vae_ck), prior_from_checkpoint(prior_ck), model_id, fixed)
 
 
 def quality_to_shares(quality: float, fixed_grid: bool = False) -> tuple[float, float]:

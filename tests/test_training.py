@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from dqcodec.models import DQVAE, DQTransformer, DQVAEConfig, PriorConfig
+from dqcodec.models import dqvae_from_checkpoint, prior_from_checkpoint
 from tests.conftest import synthetic_image
 
 ROOT = Path(__file__).parent.parent
@@ -28,11 +28,10 @@ def test_train_export_resume(tmp_path: Path) -> None:
         "--export", str(tmp_path / "vae.pt"))  # fmt: skip
     ck = torch.load(tmp_path / "vae.pt", weights_only=True)
     assert ck["meta"]["steps"] > 0 and all(v.dtype != torch.float32 for v in ck["state_dict"].values())
-    vae = DQVAE(DQVAEConfig.from_dict(ck["config"]))
-    vae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+    dqvae_from_checkpoint(ck)
     out = run("training.train_vae", *common, "--crop", "128", "--out", str(tmp_path / "vae"), "--minutes", "0.1")
     assert "resumed at step" in out
     run("training.train_prior", *common, "--vae", str(tmp_path / "vae.pt"), "--out", str(tmp_path / "prior"),
         "--minutes", "0.02", "--export", str(tmp_path / "prior.pt"))  # fmt: skip
     pk = torch.load(tmp_path / "prior.pt", weights_only=True)
-    DQTransformer(PriorConfig.from_dict(pk["config"])).load_state_dict(pk["state_dict"])
+    prior_from_checkpoint(pk)

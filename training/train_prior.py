@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from dqcodec.models import DQVAE, DQTransformer, DQVAEConfig, PriorConfig
+from dqcodec.models import DQVAE, DQTransformer, PriorConfig, dqvae_from_checkpoint
+from dqcodec.models.dqvae import rank_levels
 from dqcodec.tokens import KIND_GRID, MAX_REGIONS, NUM_KINDS, Schedule, batch_tile_tokens
 from training.checkpoint import export_weights, load_state, save_state
 from training.data import CropSampler, list_images, sample_shares
@@ -26,10 +27,7 @@ TILE = 16 * MAX_REGIONS
 
 
 def load_vae(path: Path, dev: torch.device) -> DQVAE:
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    model = DQVAE(DQVAEConfig.from_dict(ck["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
-    return model.to(dev).eval()
+    return dqvae_from_checkpoint(torch.load(path, map_location="cpu", weights_only=True)).to(dev)
 
 
 def sample_periods(n: int, gen: torch.Generator, default: Schedule) -> torch.Tensor:
@@ -50,8 +48,6 @@ def make_tokens(vae: DQVAE, x: torch.Tensor, gen: torch.Generator, fixed_grid: b
         lv = torch.randint(0, 3, (b,), generator=gen).to(x.device)
         levels = lv[:, None, None].expand(-1, *score.shape[1:]).contiguous()
     else:
-        from dqcodec.models.dqvae import rank_levels
-
         share_fine, share_medium = sample_shares(b, x.device, gen)
         levels = rank_levels(score.float(), share_fine, share_medium)
     idx = tuple(vae.quantizer.indices(z) for z in latents)

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from dqcodec.metrics import ms_ssim
-from dqcodec.models import DQVAE, DQVAEConfig
+from dqcodec.models import DQVAE, DQVAEConfig, float_state_dict
 from training.checkpoint import export_weights, load_state, save_state
 from training.data import CropSampler, list_images, sample_shares
 from training.discriminator import PatchDiscriminator, hinge_d_loss
@@ -53,7 +53,7 @@ def main() -> None:
     step, elapsed = load_state(ckpt_path, model, opt, dev)
     if step == 0 and args.init:
         ck = torch.load(args.init, map_location=dev, weights_only=True)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+        model.load_state_dict(float_state_dict(ck))
         print(f"initialised from {args.init}")
 
     sampler = CropSampler(list_images(args.data), args.crop, dev, seed=args.seed + step)

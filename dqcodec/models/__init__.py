@@ -1,4 +1,13 @@
+from dqcodec.models.checkpoint import dqvae_from_checkpoint, float_state_dict, prior_from_checkpoint
 from dqcodec.models.dqvae import DQVAE, DQVAEConfig
 from dqcodec.models.prior import DQTransformer, PriorConfig
 
-__all__ = ["DQVAE", "DQVAEConfig", "DQTransformer", "PriorConfig"]
+__all__ = [
+    "DQVAE",
+    "DQVAEConfig",
+    "DQTransformer",
+    "PriorConfig",
+    "dqvae_from_checkpoint",
+    "float_state_dict",
+    "prior_from_checkpoint",
+]
