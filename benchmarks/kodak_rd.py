@@ -1,11 +1,16 @@
-"""Rate-distortion on Kodak: dqc (DQ-VAE), the fixed-grid VQGAN baseline, JPEG, WebP, AVIF.
+"""Rate-distortion on Kodak: dqc (both tunes), the fixed-grid VQGAN, JPEG, WebP, AVIF, JPEG XL.
 
     python -m benchmarks.kodak_rd [--kodak ../shared/data/kodak] [--out benchmarks/results]
 
-Rate is the size of the whole file in bits per pixel; distortion PSNR (RGB, 8-bit) and MS-SSIM.
-For the learned codecs the reconstruction is computed from the encoder's tokens, which the tests
-show to be bit-identical to what `dqc decode` returns; it also reports the bits the tokens would
-cost without the prior (fixed-length codes: log2(3) per region, log2(K) per code).
+Rate is the size of the whole file in bits per pixel. Distortion: PSNR (RGB, 8-bit), MS-SSIM,
+SSIMULACRA2 (pip `ssimulacra2`; higher is better, 90 is visually lossless) and LPIPS (AlexNet)
+where the `lpips` package and its weights are already installed (nothing is downloaded).
+
+Learned codecs: the image is analysed once per model, then each quality's granularity map is
+chosen and entropy-coded exactly as `dqcodec.encode` does (same functions); the picture is the
+DQ-VAE decoder's output for those tokens, which the tests show `dqc decode` returns bit for bit.
+`dq` is the default tune "ssim" (DGC gate ranking), `dq-psnr` the tune "psnr". Rows also report
+what the tokens would cost without the prior (log2(3) bits per region, log2(K) per code).
 Writes kodak_rd.csv and kodak_rd.json under --out.
 """
 
@@ -18,55 +23,126 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec.codec import analyze, encode, image_to_tensor, levels_for_quality, load_model, reconstruct
+from dqcodec import bitstream
+from dqcodec.codec import (
+    PRECISION,
+    TILE_SIZE,
+    Analysis,
+    LoadedModel,
+    analyze,
+    image_to_tensor,
+    levels_for_quality,
+    load_model,
+    reconstruct,
+    write_tokens,
+)
 from dqcodec.metrics import ms_ssim
 from dqcodec.models.dqvae import Tokens
+from dqcodec.tokens import Schedule
 
-DQ_QUALITIES = (0, 15, 30, 50, 65, 80, 100)
-VQ_QUALITIES = (0, 50, 100)
-JPEG_QUALITIES = (5, 10, 20, 30, 50, 75)
-WEBP_QUALITIES = (0, 5, 20, 40, 60, 80)
-AVIF_QUALITIES = (5, 10, 20, 35, 50, 70)
+QUALITIES = {
+    "dq": (0, 15, 30, 50, 65, 80, 90, 100),
+    "dq-psnr": (0, 20, 35, 50, 65, 80, 100),
+    "vqgan": (0, 50, 100),
+    "jpeg": (5, 10, 20, 30, 50, 75),
+    "webp": (0, 5, 20, 40, 60, 80),
+    "avif": (5, 10, 20, 35, 50, 70),
+    "jxl": (1, 5, 10, 20, 35, 50),
+}
+LEARNED = {"dq": ("dq", "ssim"), "dq-psnr": ("dq", "psnr"), "vqgan": ("vqgan", "ssim")}  # (model, tune)
+PILLOW_OPTIONS = {
+    "jpeg": ("JPEG", {"optimize": True}),
+    "webp": ("WEBP", {"method": 6}),
+    "avif": ("AVIF", {"speed": 4}),
+    "jxl": ("JXL", {"effort": 7}),
+}
 
 
-def metrics(ref: np.ndarray, out: np.ndarray) -> tuple[float, float]:
-    mse = np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2)
-    psnr = 10 * math.log10(255**2 / mse) if mse > 0 else float("inf")
-    t = lambda a: torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255  # noqa: E731
-    return psnr, float(ms_ssim(t(ref), t(out)))
+class Metrics:
+    """Distortion metrics of a decoded picture against its reference."""
+
+    def __init__(self) -> None:
+        self.names = ["psnr", "ms_ssim"]
+        try:
+            from ssimulacra2 import compute_ssimulacra2
+
+            self._ssimulacra2: Callable | None = compute_ssimulacra2
+            self.names.append("ssimulacra2")
+        except ImportError:
+            self._ssimulacra2 = None
+        self._lpips = _lpips_model()
+        if self._lpips is not None:
+            self.names.append("lpips")
+
+    def __call__(self, ref: np.ndarray, out: np.ndarray) -> dict[str, float]:
+        mse = np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2)
+        r, o = (torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255 for a in (ref, out))
+        res = {"psnr": 10 * math.log10(255**2 / mse) if mse > 0 else float("inf"), "ms_ssim": float(ms_ssim(r, o))}
+        if self._ssimulacra2 is not None:
+            res["ssimulacra2"] = float(self._ssimulacra2(_bmp(ref), _bmp(out)))
+        if self._lpips is not None:
+            with torch.no_grad():
+                res["lpips"] = float(self._lpips(r * 2 - 1, o * 2 - 1))
+        return res
 
 
-def pillow_codec(img: Image.Image, fmt: str, quality: int) -> tuple[int, np.ndarray]:
+def _bmp(a: np.ndarray) -> io.BytesIO:
     buf = io.BytesIO()
-    opts = {"JPEG": {"optimize": True}, "WEBP": {"method": 6}, "AVIF": {"speed": 4}}[fmt]
+    Image.fromarray(a).save(buf, format="BMP")
+    buf.seek(0)
+    return buf
+
+
+def _lpips_model() -> torch.nn.Module | None:
+    """LPIPS only if the package and its weights are already on this machine (it would otherwise download)."""
+    try:
+        import lpips  # type: ignore[import-not-found]
+
+        weights = Path(lpips.__file__).parent / "weights" / "v0.1" / "alex.pth"
+        backbone = Path(torch.hub.get_dir()) / "checkpoints" / "alexnet-owt-7be5be79.pth"
+        if not (weights.exists() and backbone.exists()):
+            return None
+        return lpips.LPIPS(net="alex", verbose=False).eval()
+    except Exception:  # not installed, or torchvision missing
+        return None
+
+
+def pillow_codec(img: Image.Image, codec: str, quality: int) -> tuple[int, np.ndarray]:
+    fmt, opts = PILLOW_OPTIONS[codec]
+    buf = io.BytesIO()
     img.save(buf, format=fmt, quality=quality, **opts)
     size = buf.tell()
     buf.seek(0)
     return size, np.asarray(Image.open(buf).convert("RGB"))
 
 
-def unprior_bits(tokens: Tokens, num_codes: int) -> float:
-    levels = tokens.levels
-    counts = [(levels == lv).sum().item() * (4**lv) for lv in range(3)]
-    return levels.numel() * math.log2(3) + sum(counts) * math.log2(num_codes)
+def unprior_bits(levels: torch.Tensor, num_codes: int) -> float:
+    codes = sum((levels == lv).sum().item() * 4**lv for lv in range(3))
+    return levels.numel() * math.log2(3) + codes * math.log2(num_codes)
 
 
-def learned_codec(img: Image.Image, model: str, quality: float) -> tuple[int, np.ndarray, float, dict]:
-    m = load_model(model)
-    data = encode(img, quality=quality, model=model)
-    # the tokens `encode` codes, recomputed without running the prior a second time
-    score, idx = analyze(m, image_to_tensor(img)[0])
-    tokens = Tokens(levels_for_quality(m, score, quality)[0][None], tuple(i[None] for i in idx))  # type: ignore[arg-type]
-    out = reconstruct(tokens, img.width, img.height, model)
-    lv = tokens.levels
-    shares = {"coarse": (lv == 0).float().mean().item(), "fine": (lv == 2).float().mean().item()}
-    return len(data), out, unprior_bits(tokens, m.vae.cfg.num_codes), shares
+def learned_codec(m: LoadedModel, a: Analysis, img: Image.Image, quality: float) -> tuple[int, np.ndarray, dict]:
+    levels, q_fine, q_medium = levels_for_quality(m, a, quality)
+    schedule = Schedule()
+    color = bitstream.COLOR_RGB
+    header = bitstream.Header(
+        img.width, img.height, color, TILE_SIZE, m.model_id, q_fine, q_medium, schedule.periods, PRECISION
+    )
+    data = write_tokens(m, header, levels, a.idx)
+    out = reconstruct(Tokens(levels[None], tuple(i[None] for i in a.idx)), img.width, img.height, m.name)  # type: ignore[arg-type]
+    extra = {
+        "bpp_without_prior": unprior_bits(levels, m.vae.cfg.num_codes) / (img.width * img.height),
+        "share_coarse": (levels == 0).float().mean().item(),
+        "share_fine": (levels == 2).float().mean().item(),
+    }
+    return len(data), out, extra
 
 
 def main() -> None:
@@ -74,39 +150,47 @@ def main() -> None:
     ap.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (quick look)")
-    ap.add_argument("--codecs", default="dq,vqgan,jpeg,webp,avif")
+    ap.add_argument("--codecs", default=",".join(QUALITIES))
     args = ap.parse_args()
     files = sorted(args.kodak.glob("kodim*.png"))[: args.limit or None]
     if not files:
         raise SystemExit(f"no kodim*.png under {args.kodak}")
     codecs = args.codecs.split(",")
+    if "jxl" in codecs:
+        import pillow_jxl  # noqa: F401  registers JXL with Pillow
+    metrics = Metrics()
+    print("metrics:", ", ".join(metrics.names), flush=True)
     rows = []
     for f in files:
         img = Image.open(f).convert("RGB")
         ref = np.asarray(img)
         npx = img.width * img.height
-        runs: list[tuple[str, float]] = []
-        runs += [("dq", q) for q in DQ_QUALITIES if "dq" in codecs]
-        runs += [("vqgan", q) for q in VQ_QUALITIES if "vqgan" in codecs]
-        runs += [("jpeg", q) for q in JPEG_QUALITIES if "jpeg" in codecs]
-        runs += [("webp", q) for q in WEBP_QUALITIES if "webp" in codecs]
-        runs += [("avif", q) for q in AVIF_QUALITIES if "avif" in codecs]
-        for codec, q in runs:
-            t0 = time.perf_counter()
-            extra: dict = {}
-            if codec in ("dq", "vqgan"):
-                size, out, raw_bits, shares = learned_codec(img, codec, q)
-                extra = {"bpp_without_prior": raw_bits / npx, **{f"share_{k}": v for k, v in shares.items()}}
-            else:
-                size, out = pillow_codec(img, codec.upper(), int(q))
-            psnr, msssim = metrics(ref, out)
-            row = {"image": f.name, "codec": codec, "quality": q, "bytes": size, "bpp": 8 * size / npx}
-            row |= {"psnr": psnr, "ms_ssim": msssim, "seconds": time.perf_counter() - t0, **extra}
-            rows.append(row)
-            print(f"{f.name} {codec:6} q={q:<5} bpp {row['bpp']:.4f} psnr {psnr:.2f} ms-ssim {msssim:.4f}", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    keys = sorted({k for r in rows for k in r}, key=lambda k: list(rows[0]).index(k) if k in rows[0] else 99)
-    with (args.out / "kodak_rd.csv").open("w", newline="") as fh:
+        analyses: dict[str, tuple[LoadedModel, Analysis]] = {}
+        for codec in codecs:
+            for q in QUALITIES[codec]:
+                t0 = time.perf_counter()
+                extra: dict = {}
+                if codec in LEARNED:
+                    if codec not in analyses:
+                        model, tune = LEARNED[codec]
+                        m = load_model(model)
+                        analyses[codec] = (m, analyze(m, image_to_tensor(img)[0], tune=tune))
+                    size, out, extra = learned_codec(*analyses[codec], img, q)
+                else:
+                    size, out = pillow_codec(img, codec, int(q))
+                seconds = time.perf_counter() - t0
+                row = {"image": f.name, "codec": codec, "quality": q, "bytes": size, "bpp": 8 * size / npx}
+                row |= metrics(ref, out) | {"seconds": seconds, **extra}
+                rows.append(row)
+                scores = " ".join(f"{k} {row[k]:.4f}" for k in metrics.names)
+                print(f"{f.name} {codec:7} q={q:<4} bpp {row['bpp']:.4f} {scores}", flush=True)
+    write_results(rows, metrics.names, args.out)
+
+
+def write_results(rows: list[dict], metric_names: list[str], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with (out / "kodak_rd.csv").open("w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
@@ -116,13 +200,18 @@ def main() -> None:
             sel = [r for r in rows if r["codec"] == codec and r["quality"] == q]
             entry = {k: float(np.mean([r[k] for r in sel])) for k in sel[0] if isinstance(sel[0][k], float)}
             summary.setdefault(codec, []).append({"quality": q, "images": len(sel), **entry})
-    meta = {"machine": platform.platform(), "processor": platform.processor(), "torch_threads": torch.get_num_threads()}
-    (args.out / "kodak_rd.json").write_text(json.dumps({"meta": meta, "mean": summary}, indent=1))
+    meta = {
+        "machine": platform.platform(),
+        "processor": platform.processor(),
+        "torch_threads": torch.get_num_threads(),
+        "metrics": metric_names,
+        "lpips": "lpips" in metric_names or "not installed with its weights here; skipped",
+    }
+    (out / "kodak_rd.json").write_text(json.dumps({"meta": meta, "mean": summary}, indent=1))
     for codec, entries in summary.items():
         for e in entries:
-            print(
-                f"MEAN {codec:6} q={e['quality']:<5} bpp {e['bpp']:.4f} psnr {e['psnr']:.2f} ms-ssim {e['ms_ssim']:.4f}"
-            )
+            scores = " ".join(f"{k} {e[k]:.4f}" for k in metric_names)
+            print(f"MEAN {codec:7} q={e['quality']:<4} bpp {e['bpp']:.4f} {scores}")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ def main() -> None:
         pixels = 0
         for f in sorted(args.kodak.glob("kodim*.png"))[: args.images]:
             x = torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)[None] / 255.0
-            score, idx_all = analyze(m, x)
-            tok = Tokens(levels_for_quality(m, score, q)[0][None], tuple(i[None] for i in idx_all))  # type: ignore[arg-type]
+            a = analyze(m, x)
+            tok = Tokens(levels_for_quality(m, a, q)[0][None], tuple(i[None] for i in a.idx))  # type: ignore[arg-type]
             rh, rw = tok.levels.shape[1:]
             for y0 in range(0, rh - 15, 16):
                 for x0 in range(0, rw - 15, 16):

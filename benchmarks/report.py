@@ -1,9 +1,11 @@
-"""Tables, BD-rates and an RD plot from benchmarks/results/kodak_rd.json.
+"""Tables, BD-rates, the issue's target checks and RD plots from benchmarks/results/kodak_rd.json.
 
     python -m benchmarks.report [--results benchmarks/results]
 
 BD-rate: mean difference of log-rate over the overlapping quality range, with the rate of each
 curve interpolated piecewise-linearly in (quality metric, log rate) (works with 3-point curves).
+Negative = fewer bits than the anchor for the same quality. Curves are the means over the images
+at each setting.
 """
 
 from __future__ import annotations
@@ -14,13 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
+LOWER_IS_BETTER = {"lpips"}
+LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA2", "lpips": "LPIPS"}
+ANCHORS = ("vqgan", "jpeg", "webp", "avif", "jxl")
+TESTS = ("dq", "dq-psnr")
+
 
 def bd_rate(test: list[dict], anchor: list[dict], metric: str = "psnr") -> float | None:
     """Average bitrate difference of `test` vs `anchor` in percent at equal `metric` (negative = better)."""
 
     def curve(points: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        pts = sorted(points, key=lambda p: p[metric])
-        return np.array([p[metric] for p in pts]), np.log(np.array([p["bpp"] for p in pts]))
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        pts = sorted(points, key=lambda p: sign * p[metric])
+        return np.array([sign * p[metric] for p in pts]), np.log(np.array([p["bpp"] for p in pts]))
 
     qt, rt = curve(test)
     qa, ra = curve(anchor)
@@ -32,28 +40,65 @@ def bd_rate(test: list[dict], anchor: list[dict], metric: str = "psnr") -> float
     return float((np.exp(diff.mean()) - 1) * 100)
 
 
+def quality_at_rate(points: list[dict], bpp: float, metric: str) -> float | None:
+    """The anchor's `metric` at `bpp` (linear in log rate), None outside its range of rates."""
+    pts = sorted(points, key=lambda p: p["bpp"])
+    rates = np.log([p["bpp"] for p in pts])
+    if not rates[0] <= np.log(bpp) <= rates[-1]:
+        return None
+    return float(np.interp(np.log(bpp), rates, [p[metric] for p in pts]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     args = ap.parse_args()
-    data = json.loads((args.results / "kodak_rd.json").read_text())["mean"]
-    print("| codec | setting | bpp | PSNR dB | MS-SSIM | bpp without prior |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    doc = json.loads((args.results / "kodak_rd.json").read_text())
+    data, metrics = doc["mean"], doc["meta"].get("metrics", ["psnr", "ms_ssim"])
+    lines: list[str] = []
+    out = lines.append
+
+    out("| codec | setting | bpp | " + " | ".join(LABELS[m] for m in metrics) + " | bpp without prior |")
+    out("| --- " * (len(metrics) + 4) + "|")
     for codec, entries in data.items():
         for e in sorted(entries, key=lambda e: e["bpp"]):
             raw = f"{e['bpp_without_prior']:.4f}" if "bpp_without_prior" in e else ""
-            print(f"| {codec} | q={e['quality']:g} | {e['bpp']:.4f} | {e['psnr']:.2f} | {e['ms_ssim']:.4f} | {raw} |")
-    print()
-    pairs = [("dq", "vqgan"), ("dq", "jpeg"), ("dq", "webp"), ("dq", "avif")]
-    print("| BD-rate of dq vs | PSNR | MS-SSIM |")
-    print("| --- | --- | --- |")
-    for test, anchor in pairs:
-        if test in data and anchor in data:
+            scores = " | ".join(f"{e[m]:.4f}" if m in ("ms_ssim", "lpips") else f"{e[m]:.2f}" for m in metrics)
+            out(f"| {codec} | q={e['quality']:g} | {e['bpp']:.4f} | {scores} | {raw} |")
+    out("")
+    out("| BD-rate | vs | " + " | ".join(LABELS[m] for m in metrics) + " |")
+    out("| --- " * (len(metrics) + 2) + "|")
+    for test in (t for t in TESTS if t in data):
+        for anchor in (a for a in (*TESTS, *ANCHORS) if a in data and a != test):
             cells = []
-            for metric in ("psnr", "ms_ssim"):
+            for metric in metrics:
                 v = bd_rate(data[test], data[anchor], metric)
                 cells.append("no overlap" if v is None else f"{v:+.1f}%")
-            print(f"| {anchor} | {cells[0]} | {cells[1]} |")
+            out(f"| {test} | {anchor} | " + " | ".join(cells) + " |")
+    for test in (t for t in TESTS if t in data and "jpeg" in data):
+        out("")
+        out(f"{test} against JPEG at {test}'s own rates up to 0.3 bpp (JPEG interpolated in log rate):")
+        out("")
+        out("| setting | bpp | PSNR dq / JPEG | MS-SSIM dq / JPEG |")
+        out("| --- | --- | --- | --- |")
+        for e in sorted(data[test], key=lambda e: e["bpp"]):
+            if e["bpp"] > 0.3:
+                continue
+            cells = []
+            for metric in ("psnr", "ms_ssim"):
+                j = quality_at_rate(data["jpeg"], e["bpp"], metric)
+                cells.append(f"{e[metric]:.4g} / " + ("JPEG cannot go this low" if j is None else f"{j:.4g}"))
+            out(f"| q={e['quality']:g} | {e['bpp']:.4f} | {cells[0]} | {cells[1]} |")
+    lowest = {c: min(e["bpp"] for e in entries) for c, entries in data.items()}
+    out("")
+    out("Lowest mean rate per codec: " + ", ".join(f"{c} {b:.4f}" for c, b in lowest.items()))
+    text = "\n".join(lines)
+    print(text)
+    (args.results / "kodak_rd.md").write_text(text + "\n")
+    plot(data, metrics, args.results / "kodak_rd.png")
+
+
+def plot(data: dict, metrics: list[str], path: Path) -> None:
     try:
         import matplotlib
 
@@ -61,21 +106,22 @@ def main() -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, metric, label in ((axes[0], "psnr", "PSNR (dB)"), (axes[1], "ms_ssim", "MS-SSIM")):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.8))
+    for ax, metric in zip(np.atleast_1d(axes), metrics):
         for codec, entries in data.items():
             pts = sorted(entries, key=lambda e: e["bpp"])
-            ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], "o-", label=codec)
+            style = "o-" if codec in ("dq", "vqgan", "dq-psnr") else ".-"
+            ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], style, label=codec, ms=4)
         ax.set_xscale("log")
         ax.set_xlabel("bits per pixel (whole file)")
-        ax.set_ylabel(label)
-        ax.set_xlim(0.015, 2)
+        ax.set_ylabel(LABELS[metric])
+        ax.set_xlim(0.02, 2)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle("Kodak (24 images), mean per setting")
     fig.tight_layout()
-    fig.savefig(args.results / "kodak_rd.png", dpi=110)
-    print(f"\nplot: {args.results / 'kodak_rd.png'}")
+    fig.savefig(path, dpi=100)
+    print(f"\nplot: {path}")
 
 
 if __name__ == "__main__":

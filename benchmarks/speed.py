@@ -1,4 +1,4 @@
-"""Encode/decode speed and peak memory on Kodak, dqc against Pillow JPEG, on this CPU.
+"""Encode/decode speed and peak memory on Kodak: dqc, and Pillow's JPEG, WebP, AVIF and JPEG XL, on this CPU.
 
     python -m benchmarks.speed [--images 6]
 
@@ -21,13 +21,18 @@ import io, json, resource, sys, time
 from pathlib import Path
 from PIL import Image
 codec, quality, files = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-if codec in ("dq", "vqgan"):
+if codec in ("dq", "dq-psnr", "vqgan"):
     import dqcodec
-    enc = lambda im: dqcodec.encode(im, quality=quality, model=codec)
-    dec = lambda b: dqcodec.decode(b, model=codec)
+    model, tune = ("vqgan", "ssim") if codec == "vqgan" else ("dq", "psnr" if codec == "dq-psnr" else "ssim")
+    enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune)
+    dec = lambda b: dqcodec.decode(b, model=model)
 else:
+    if codec == "jxl":
+        import pillow_jxl  # noqa: F401
+    fmt, opts = {"jpeg": ("JPEG", {"optimize": True}), "webp": ("WEBP", {"method": 6}),
+                 "avif": ("AVIF", {"speed": 4}), "jxl": ("JXL", {"effort": 7})}[codec]
     def enc(im):
-        buf = io.BytesIO(); im.save(buf, format="JPEG", quality=int(quality), optimize=True); return buf.getvalue()
+        buf = io.BytesIO(); im.save(buf, format=fmt, quality=int(quality), **opts); return buf.getvalue()
     dec = lambda b: Image.open(io.BytesIO(b)).convert("RGB")
 rows = []
 imgs = [Image.open(f).convert("RGB") for f in files]
@@ -40,7 +45,17 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
 """
 
-SETTINGS = [("jpeg", 50), ("dq", 0), ("dq", 50), ("dq", 100), ("vqgan", 50)]
+SETTINGS = [
+    ("jpeg", 50),
+    ("webp", 20),
+    ("avif", 20),
+    ("jxl", 20),
+    ("dq", 0),
+    ("dq", 50),
+    ("dq", 100),
+    ("dq-psnr", 50),
+    ("vqgan", 50),
+]
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -105,12 +106,18 @@ def open_image(src: str, allow_large: bool) -> Image.Image:
     return out
 
 
+@dataclass(frozen=True)
+class EncodeSettings:
+    quality: float
+    target_bpp: float | None
+    model: str
+    tune: str
+
+
 def encode_file(
     src: str,
     out: str,
-    quality: float,
-    target_bpp: float | None,
-    model: str,
+    settings: EncodeSettings,
     overwrite: bool,
     threads: int | None,
     device: str,
@@ -123,9 +130,10 @@ def encode_file(
     exif = img.getexif()
     data = dqcodec.encode(
         img,
-        quality=quality,
-        target_bpp=target_bpp,
-        model=model,
+        quality=settings.quality,
+        target_bpp=settings.target_bpp,
+        model=settings.model,
+        tune=settings.tune,
         icc_profile=img.info.get("icc_profile"),
         exif=exif.tobytes() if len(exif) else None,
         workers=threads,
@@ -178,6 +186,13 @@ def main() -> None:
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
+@click.option(
+    "--tune",
+    type=click.Choice(["ssim", "psnr"]),
+    default="ssim",
+    show_default=True,
+    help="granularity by the learned gate (ssim: best MS-SSIM/SSIMULACRA2) or by measured error (psnr)",
+)
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
 @click.option(
@@ -191,6 +206,7 @@ def encode(
     quality: float,
     target_bpp: float | None,
     model: str,
+    tune: str,
     overwrite: bool,
     threads: int | None,
     device: str,
@@ -202,7 +218,8 @@ def encode(
     def go() -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))
         _setup(threads, device)
-        data, (w, h) = encode_file(src, out, quality, target_bpp, model, overwrite, threads, device, allow_large)
+        settings = EncodeSettings(quality, target_bpp, model, tune)
+        data, (w, h) = encode_file(src, out, settings, overwrite, threads, device, allow_large)
         if out != "-" and not quiet:
             click.echo(f"{out}: {w}x{h}, {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp", err=True)
 
@@ -273,7 +290,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
 
 def _batch_one(job: tuple) -> tuple[str, str]:
     """One file of `dqc batch` (runs in a worker process): (status, message)."""
-    src, out, decode_mode, quality, target_bpp, model, overwrite, allow_large = job
+    src, out, decode_mode, settings, overwrite, allow_large = job
     from dqcodec.errors import DQCError
 
     if Path(out).exists() and not overwrite:
@@ -281,9 +298,9 @@ def _batch_one(job: tuple) -> tuple[str, str]:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
         if decode_mode:
-            decode_file(src, out, model, overwrite, 1, "cpu")
+            decode_file(src, out, settings.model, overwrite, 1, "cpu")
         else:
-            encode_file(src, out, quality, target_bpp, model, overwrite, 1, "cpu", allow_large)
+            encode_file(src, out, settings, overwrite, 1, "cpu", allow_large)
     except (DQCError, OSError) as e:
         return "fail", f"{src}: {e}"
     return "ok", out
@@ -302,6 +319,13 @@ def _init_worker() -> None:
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC to PNG instead")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
+@click.option(
+    "--tune",
+    type=click.Choice(["ssim", "psnr"]),
+    default="ssim",
+    show_default=True,
+    help="granularity by the learned gate (ssim: best MS-SSIM/SSIMULACRA2) or by measured error (psnr)",
+)
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="worker processes [default: CPU cores]")
 @click.option("--overwrite", is_flag=True, help="redo files whose output exists (default: skip them, i.e. resume)")
 @click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
@@ -312,6 +336,7 @@ def batch(
     target_bpp: float | None,
     decode_mode: bool,
     model: str,
+    tune: str,
     jobs: int | None,
     overwrite: bool,
     allow_large: bool,
@@ -329,11 +354,11 @@ def batch(
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
         _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
+    settings = EncodeSettings(quality, target_bpp, model, tune)
     jobs_list = [
-        (str(p), str((dst / p.relative_to(src)).with_suffix(new_suffix)), decode_mode, quality, target_bpp, model,
-         overwrite, allow_large)
+        (str(p), str((dst / p.relative_to(src)).with_suffix(new_suffix)), decode_mode, settings, overwrite, allow_large)
         for p in files
-    ]  # fmt: skip
+    ]
     workers = min(len(files), jobs or os.cpu_count() or 1)
     counts = {"ok": 0, "skip": 0, "fail": 0}
     tty = sys.stderr.isatty()

@@ -23,7 +23,8 @@ from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
 from dqcodec.errors import DQCError, FormatError, IntegrityError
 from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_from_checkpoint
-from dqcodec.models.dqvae import Tokens, rank_levels
+from dqcodec.models.dqvae import NUM_LEVELS, Tokens, rank_levels
+from dqcodec.rdo import choose_levels, region_distortion
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
 TILE_SIZE = 16 * MAX_REGIONS
@@ -31,6 +32,11 @@ PRIOR_THREADS = 1  # the prior's coding passes always run on this many threads (
 MODELS = {"dq": ("dqvae.pt", "prior_dq.pt"), "vqgan": ("vqgan.pt", "prior_vq.pt")}
 DEFAULT_MODEL = "dq"
 DEFAULT_QUALITY = 50
+# How the encoder chooses the granularity map (the decoder does not care):
+#   "ssim": the DGC gate ranks regions, quality sets the shares (best MS-SSIM and SSIMULACRA2)
+#   "psnr": per region, least squared error + lambda * bits (see rdo; best PSNR)
+TUNES = ("ssim", "psnr")
+DEFAULT_TUNE = "ssim"
 
 
 @dataclass(frozen=True)
@@ -62,11 +68,10 @@ def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
 def quality_to_shares(quality: float, fixed_grid: bool = False) -> tuple[float, float]:
     """Quality 0..100 -> (share of fine regions, share of medium regions).
 
-    0..50 turns coarse regions into medium ones, 50..100 medium into fine. The fixed-grid
-    baseline has three settings: all coarse (< 34), all medium (< 67), all fine.
+    The fixed-grid baseline has three settings: all coarse (< 34), all medium (< 67), all fine.
+    With tune "ssim" (regions ranked by the DGC gate), 0..50 turns coarse regions into medium
+    ones and 50..100 medium into fine.
     """
-    if not 0 <= quality <= 100:
-        raise DQCError(f"quality must be between 0 and 100, got {quality}")
     if fixed_grid:
         return (0.0, 0.0) if quality < 34 else (0.0, 1.0) if quality < 67 else (1.0, 0.0)
     if quality <= 50:
@@ -203,23 +208,58 @@ def _pad16(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
+def _check_quality(quality: float) -> None:
+    if not 0 <= quality <= 100:
+        raise DQCError(f"quality must be between 0 and 100, got {quality}")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the encoder knows about an image before it chooses the granularity map."""
+
+    score: torch.Tensor  # (h, w) DGC gate scores
+    idx: tuple[torch.Tensor, ...]  # code indices of every level, everywhere
+    distortion: torch.Tensor | None = None  # (3, h, w) squared error per region at each level (tune "psnr")
+
+
 @torch.no_grad()
-def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu") -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-    """Run the DQ-VAE encoder once: gate scores (h, w) and code indices of every level everywhere."""
+def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DEFAULT_TUNE) -> Analysis:
+    """Run the DQ-VAE encoder once; for tune "psnr" also decode the image at each level to
+    measure every region's distortion there. x (1, 3, H, W) in [0, 1]."""
+    if tune not in TUNES:
+        raise DQCError(f"unknown tune {tune!r}; available: {', '.join(TUNES)}")
     vae = m.vae.to(device)
     latents, score = vae.encoder(_pad16(x).to(device) * 2 - 1)
     idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
-    return score[0].float().cpu(), idx
+    distortion = None
+    if tune == "psnr" and not m.fixed_grid:
+        h, w = x.shape[-2:]
+        original = (x[0] * 255).round().to(torch.uint8)
+        decoded = torch.stack(
+            [_decode_uint8(m, torch.full(score.shape[1:], lv), idx, w, h, device) for lv in range(NUM_LEVELS)]
+        )
+        distortion = region_distortion(decoded, original)
+    return Analysis(score[0].float().cpu(), idx, distortion)
 
 
-def levels_for_quality(m: LoadedModel, score: torch.Tensor, quality: float) -> tuple[torch.Tensor, int, int]:
-    """Granularity map for a quality, and the shares as stored in the header (1/65535 units)."""
-    share_fine, share_medium = quality_to_shares(quality, m.fixed_grid)
-    q_fine, q_medium = round(share_fine * 65535), round(share_medium * 65535)
+def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[torch.Tensor, int, int]:
+    """Granularity map for a quality, and its shares as stored in the header (1/65535 units).
+
+    With region distortions measured (tune "psnr") the map minimises distortion + lambda * rate
+    per region; otherwise regions are ranked by the gate at the shares of `quality_to_shares`.
+    """
+    _check_quality(quality)
     if m.fixed_grid:
-        return torch.full(score.shape, 2 if q_fine else 1 if q_medium else 0, dtype=torch.long), q_fine, q_medium
-    shares = (torch.tensor([q_fine / 65535]), torch.tensor([q_medium / 65535]))
-    return rank_levels(score[None], *shares)[0], q_fine, q_medium
+        share_fine, share_medium = quality_to_shares(quality, fixed_grid=True)
+        levels = torch.full(a.score.shape, 2 if share_fine else 1 if share_medium else 0, dtype=torch.long)
+    elif a.distortion is not None:
+        levels = choose_levels(a.distortion, quality)
+    else:
+        shares = (torch.tensor([s]) for s in quality_to_shares(quality))
+        levels = rank_levels(a.score[None], *shares)[0]
+    n = levels.numel()
+    q_fine, q_medium = (round(int((levels == lv).sum()) * 65535 / n) for lv in (2, 1))
+    return levels, q_fine, q_medium
 
 
 @torch.no_grad()
@@ -243,14 +283,12 @@ def _tile_idx(idx: tuple[torch.Tensor, ...], y0: int, x0: int, th: int, tw: int)
     return tuple(t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] for t, s in zip(idx, KIND_SCALE[1:]))
 
 
-def quality_for_bpp(
-    m: LoadedModel, score: torch.Tensor, idx: tuple[torch.Tensor, ...], pixels: int, target: float, schedule: Schedule
-) -> float:
+def quality_for_bpp(m: LoadedModel, a: Analysis, pixels: int, target: float, schedule: Schedule) -> float:
     """Highest quality whose estimated rate stays at or under `target` bpp (bisection on quality to
     within 1/128 of the range); quality 0 if even that is over."""
 
     def fits(q: float) -> bool:
-        return estimate_bits(m, levels_for_quality(m, score, q)[0], idx, schedule) / pixels <= target
+        return estimate_bits(m, levels_for_quality(m, a, q)[0], a.idx, schedule) / pixels <= target
 
     if m.fixed_grid:
         return max((q for q in (0.0, 50.0, 100.0) if fits(q)), default=0.0)
@@ -273,22 +311,41 @@ def encode(
     workers: int | None = None,
     target_bpp: float | None = None,
     device: str = "cpu",
+    tune: str = DEFAULT_TUNE,
 ) -> bytes:
     """Compress a PIL image to .dqc bytes.
 
     `target_bpp` picks the highest quality whose file stays near that rate (then `quality` is
-    ignored). The transform runs on `device`; the prior always on the CPU (bit-exactness); tiles
-    go through the prior on `workers` threads."""
+    ignored). `tune` says how regions get their granularity (see TUNES). The transform runs on
+    `device`; the prior always on the CPU (bit-exactness); tiles go through the prior on
+    `workers` threads."""
     m = load_model(model)
+    if target_bpp is None:
+        _check_quality(quality)
+    elif target_bpp <= 0:
+        raise DQCError(f"target bpp must be positive, got {target_bpp}")
     schedule = schedule or Schedule()
     x, color = image_to_tensor(img)
     h, w = x.shape[-2:]
-    score, idx = analyze(m, x, device)
+    a = analyze(m, x, device, tune)
     if target_bpp is not None:
-        if target_bpp <= 0:
-            raise DQCError(f"target bpp must be positive, got {target_bpp}")
-        quality = quality_for_bpp(m, score, idx, h * w, target_bpp, schedule)
-    levels, q_fine, q_medium = levels_for_quality(m, score, quality)
+        quality = quality_for_bpp(m, a, h * w, target_bpp, schedule)
+    levels, q_fine, q_medium = levels_for_quality(m, a, quality)
+    header = bitstream.Header(w, h, color, TILE_SIZE, m.model_id, q_fine, q_medium, schedule.periods, PRECISION)
+    return write_tokens(m, header, levels, a.idx, icc_profile, exif, workers)
+
+
+def write_tokens(
+    m: LoadedModel,
+    header: bitstream.Header,
+    levels: torch.Tensor,
+    idx: tuple[torch.Tensor, ...],
+    icc_profile: bytes | None = None,
+    exif: bytes | None = None,
+    workers: int | None = None,
+) -> bytes:
+    """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes."""
+    schedule = Schedule(header.periods)
 
     def encode_tile(i: int, y0: int, x0: int, th: int, tw: int) -> bitstream.Tile:
         known = Tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw))  # type: ignore[arg-type]
@@ -304,7 +361,6 @@ def encode(
 
     grid = _tile_grid(*levels.shape)
     tiles = _map_tiles(lambda i: encode_tile(i, *grid[i]), len(grid), workers)
-    header = bitstream.Header(w, h, color, TILE_SIZE, m.model_id, q_fine, q_medium, schedule.periods, PRECISION)
     return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif))
 
 
@@ -348,13 +404,23 @@ def decode_tokens(
     return c, Tokens(levels[None], tuple(t[None] for t in idx))  # type: ignore[arg-type]
 
 
+def _to_uint8(y: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Decoder output (3, H', W') in [-1, 1], unclamped -> (3, height, width) uint8."""
+    return ((y[:, :height, :width].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def _decode_uint8(
+    m: LoadedModel, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], width: int, height: int, device: str
+) -> torch.Tensor:
+    t = Tokens(levels[None].to(device), tuple(i[None].to(device) for i in idx))  # type: ignore[arg-type]
+    return _to_uint8(m.vae.to(device).decode(t)[0].cpu(), width, height)
+
+
 def reconstruct(tokens: Tokens, width: int, height: int, model: str = DEFAULT_MODEL, device: str = "cpu") -> np.ndarray:
     """Tokens -> uint8 RGB array (height, width, 3): the DQ-VAE decoder's picture, cropped."""
     m = load_model(model)
-    with torch.no_grad():
-        t = Tokens(tokens.levels.to(device), tuple(i.to(device) for i in tokens.idx))  # type: ignore[arg-type]
-        y = m.vae.to(device).decode(t).cpu()
-    y = ((y[0, :, :height, :width].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    y = _decode_uint8(m, tokens.levels[0], tuple(i[0] for i in tokens.idx), width, height, device)
     return y.permute(1, 2, 0).numpy()
 
 

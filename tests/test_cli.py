@@ -106,6 +106,10 @@ def test_target_bpp_and_granularity_map(photo: Path, tmp_path: Path) -> None:
     r = dqc("encode", str(photo), "-o", str(out), "--bpp", "0.3")
     assert r.returncode == 0, r.stderr
     assert 8 * out.stat().st_size / (72 * 40) <= 0.3 * 1.1
+    tuned = tmp_path / "p.dqc"
+    r = dqc("encode", str(photo), "-o", str(tuned), "--bpp", "0.3", "--tune", "psnr")
+    assert r.returncode == 0, r.stderr
+    assert 8 * tuned.stat().st_size / (72 * 40) <= 0.3 * 1.1
     r = dqc("info", str(out), "--map", str(tmp_path / "map.png"))
     assert r.returncode == 0, r.stderr
     assert Image.open(tmp_path / "map.png").size == (72, 40)
