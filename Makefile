@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# about 1.5 hours on 2 cores; results land in benchmarks/results/
+# about 50 minutes on 2 cores; results land in benchmarks/results/
 bench: $(STAMP)
 	$(PY) -m benchmarks.kodak_rd
 	$(PY) -m benchmarks.prior_bits
