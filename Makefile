@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.kodak_rd
 	$(PY) -m benchmarks.prior_bits
 	$(PY) -m benchmarks.speed
+	$(PY) -m benchmarks.large_image
 	$(PY) -m benchmarks.report
 
 clean:

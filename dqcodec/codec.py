@@ -222,6 +222,37 @@ class Analysis:
     distortion: torch.Tensor | None = None  # (3, h, w) squared error per region at each level (tune "psnr")
 
 
+ENCODER_TILE = 1024  # pixels; larger images go through the encoder in tiles (its memory grows with area)
+ENCODER_HALO = 128  # context around each tile, about the encoder's receptive field
+
+
+def _encode_tiled(vae: DQVAE, x: torch.Tensor, tile: int = ENCODER_TILE) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The DQ-VAE encoder on x (1, 3, H, W), H and W multiples of 16, tile by tile with a halo.
+
+    Only the encoder is tiled: its outputs decide which tokens are coded, and a region near a
+    tile edge seeing slightly less context changes no rule of the format.
+    """
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return vae.encoder(x)
+    latents: list[torch.Tensor] | None = None
+    score = x.new_empty(1, h // 16, w // 16)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(0, y0 - ENCODER_HALO), max(0, x0 - ENCODER_HALO)
+            yb, xb = min(h, y1 + ENCODER_HALO), min(w, x1 + ENCODER_HALO)
+            t_lat, t_score = vae.encoder(x[..., ya:yb, xa:xb])
+            if latents is None:
+                latents = [t_lat[i].new_empty(1, t_lat[i].shape[1], h // s, w // s) for i, s in enumerate((16, 8, 4))]
+            for out, t, s in zip(latents + [score[:, None]], t_lat + [t_score[:, None]], (16, 8, 4, 16)):
+                out[..., y0 // s : y1 // s, x0 // s : x1 // s] = t[
+                    ..., (y0 - ya) // s : (y1 - ya) // s, (x0 - xa) // s : (x1 - xa) // s
+                ]
+    assert latents is not None
+    return latents, score
+
+
 @torch.no_grad()
 def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DEFAULT_TUNE) -> Analysis:
     """Run the DQ-VAE encoder once; for tune "psnr" also decode the image at each level to
@@ -229,7 +260,7 @@ def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DE
     if tune not in TUNES:
         raise DQCError(f"unknown tune {tune!r}; available: {', '.join(TUNES)}")
     vae = m.vae.to(device)
-    latents, score = vae.encoder(_pad16(x).to(device) * 2 - 1)
+    latents, score = _encode_tiled(vae, _pad16(x).to(device) * 2 - 1)
     idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
     distortion = None
     if tune == "psnr" and not m.fixed_grid:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+INDEX_CHUNK = 16384  # vectors per distance computation
+
 
 class VectorQuantizer(nn.Module):
     """Nearest-neighbour codebook lookup (Euclidean) over channel vectors of a feature map.
@@ -32,8 +34,12 @@ class VectorQuantizer(nn.Module):
         b, c, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
         e = self.embed.float()
-        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ e.t() + e.pow(2).sum(1)[None]
-        return dist.argmin(1).view(b, h, w)
+        e_sq = e.pow(2).sum(1)[None]
+        # in chunks: the distance matrix of a whole large image would take gigabytes
+        out = [
+            (part.pow(2).sum(1, keepdim=True) - 2 * part @ e.t() + e_sq).argmin(1) for part in flat.split(INDEX_CHUNK)
+        ]
+        return torch.cat(out).view(b, h, w)
 
     def lookup(self, idx: torch.Tensor) -> torch.Tensor:
         """Code vectors for an index map (B, H, W) -> (B, dim, H, W)."""

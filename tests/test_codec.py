@@ -98,3 +98,19 @@ def test_pillow_plugin_opens_dqc(tmp_path, small_file: bytes) -> None:
     with Image.open(path) as im:
         assert im.format == "DQC" and im.size == (72, 40)
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(dqcodec.decode(small_file)))
+
+
+def test_tiled_encoder_and_chunked_quantizer_match_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dqcodec import quantize
+    from dqcodec.codec import _encode_tiled, _pad16
+
+    m = load_model()
+    x = _pad16(image_to_tensor(synthetic_image(200, 150, seed=2))[0]) * 2 - 1
+    with torch.no_grad():
+        whole_latents, whole_score = m.vae.encoder(x)
+        whole = [m.vae.quantizer.indices(z) for z in whole_latents]
+        monkeypatch.setattr(quantize, "INDEX_CHUNK", 7)
+        tiled_latents, tiled_score = _encode_tiled(m.vae, x, tile=64)
+        tiled = [m.vae.quantizer.indices(z) for z in tiled_latents]
+    assert torch.allclose(whole_score, tiled_score, atol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(whole, tiled))
