@@ -444,8 +444,31 @@ def _to_uint8(y: torch.Tensor, width: int, height: int) -> torch.Tensor:
 def _decode_uint8(
     m: LoadedModel, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], width: int, height: int, device: str
 ) -> torch.Tensor:
-    t = Tokens(levels[None].to(device), tuple(i[None].to(device) for i in idx))  # type: ignore[arg-type]
-    return _to_uint8(m.vae.to(device).decode(t)[0].cpu(), width, height)
+    return _to_uint8(_decode_tiled(m.vae.to(device), levels, idx, device), width, height)
+
+
+DECODER_TILE = ENCODER_TILE // 16  # regions per tile side; larger images are decoded in tiles
+DECODER_HALO = ENCODER_HALO // 16
+
+
+def _decode_tiled(
+    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, tile: int = DECODER_TILE
+) -> torch.Tensor:
+    """DQ-VAE decoder output (3, 16h, 16w) for a region grid (h, w), tile by tile with a halo, so that
+    memory stays bounded; within rounding the same picture as decoding the whole grid at once."""
+    h, w = levels.shape
+    out = torch.empty(3, h * 16, w * 16)
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(0, y0 - DECODER_HALO), max(0, x0 - DECODER_HALO)
+            yb, xb = min(h, y1 + DECODER_HALO), min(w, x1 + DECODER_HALO)
+            t_idx = tuple(i[None, ya * s : yb * s, xa * s : xb * s].to(device) for i, s in zip(idx, KIND_SCALE[1:]))
+            y = vae.decode(Tokens(levels[None, ya:yb, xa:xb].to(device), t_idx))[0].cpu()  # type: ignore[arg-type]
+            out[:, y0 * 16 : y1 * 16, x0 * 16 : x1 * 16] = y[
+                :, (y0 - ya) * 16 : (y1 - ya) * 16, (x0 - xa) * 16 : (x1 - xa) * 16
+            ]
+    return out
 
 
 def reconstruct(tokens: Tokens, width: int, height: int, model: str = DEFAULT_MODEL, device: str = "cpu") -> np.ndarray:
