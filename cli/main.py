@@ -174,6 +174,15 @@ def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
     _write_output(map_path, buf.getvalue())
 
 
+TUNE_OPTION = click.option(
+    "--tune",
+    type=click.Choice(["ssim", "psnr"]),
+    default="ssim",
+    show_default=True,
+    help="granularity by the learned gate (ssim: best MS-SSIM/SSIMULACRA2) or by measured error (psnr)",
+)
+
+
 @click.group()
 @click.version_option(package_name="dqcodec")
 def main() -> None:
@@ -186,13 +195,7 @@ def main() -> None:
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
-@click.option(
-    "--tune",
-    type=click.Choice(["ssim", "psnr"]),
-    default="ssim",
-    show_default=True,
-    help="granularity by the learned gate (ssim: best MS-SSIM/SSIMULACRA2) or by measured error (psnr)",
-)
+@TUNE_OPTION
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
 @click.option(
@@ -319,13 +322,7 @@ def _init_worker() -> None:
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC to PNG instead")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
-@click.option(
-    "--tune",
-    type=click.Choice(["ssim", "psnr"]),
-    default="ssim",
-    show_default=True,
-    help="granularity by the learned gate (ssim: best MS-SSIM/SSIMULACRA2) or by measured error (psnr)",
-)
+@TUNE_OPTION
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="worker processes [default: CPU cores]")
 @click.option("--overwrite", is_flag=True, help="redo files whose output exists (default: skip them, i.e. resume)")
 @click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
