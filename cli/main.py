@@ -58,7 +58,7 @@ def _write_output(dst: str, data: bytes) -> None:
     write_atomic(Path(dst), lambda f: f.write(data))
 
 
-# larger images need --allow-large (the transform holds the whole image in memory)
+# larger images need --allow-large (time and memory grow with the pixel count)
 MAX_PIXELS = int(os.environ.get("DQC_MAX_PIXELS", 64 * 10**6))
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
 

@@ -23,7 +23,7 @@ from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
 from dqcodec.errors import DQCError, FormatError, IntegrityError
 from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_from_checkpoint
-from dqcodec.models.dqvae import NUM_LEVELS, Tokens, rank_levels
+from dqcodec.models.dqvae import LEVEL_STRIDES, NUM_LEVELS, Tokens, rank_levels
 from dqcodec.rdo import choose_levels, region_distortion
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
@@ -222,33 +222,45 @@ class Analysis:
     distortion: torch.Tensor | None = None  # (3, h, w) squared error per region at each level (tune "psnr")
 
 
-ENCODER_TILE = 1024  # pixels; larger images go through the encoder in tiles (its memory grows with area)
-ENCODER_HALO = 128  # context around each tile, about the encoder's receptive field
+TRANSFORM_TILE = 1024  # pixels; larger images go through the DQ-VAE in tiles (its memory grows with area)
+TRANSFORM_HALO = 128  # pixels of context around each tile, about the receptive field
 
 
-def _encode_tiled(vae: DQVAE, x: torch.Tensor, tile: int = ENCODER_TILE) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """The DQ-VAE encoder on x (1, 3, H, W), H and W multiples of 16, tile by tile with a halo.
+def _windows(h: int, w: int, tile: int, halo: int) -> Iterator[tuple[slice, slice, slice, slice]]:
+    """Tiles of an (h, w) grid in raster order: rows and columns of the tile, then rows and
+    columns of the tile with up to `halo` of context on each side."""
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+            yield slice(y0, y1), slice(x0, x1), slice(ya, min(h, y1 + halo)), slice(xa, min(w, x1 + halo))
 
-    Only the encoder is tiled: its outputs decide which tokens are coded, and a region near a
-    tile edge seeing slightly less context changes no rule of the format.
-    """
+
+def _scaled(sl: slice, mul: int = 1, div: int = 1) -> slice:
+    return slice(sl.start * mul // div, sl.stop * mul // div)
+
+
+def _inner(core: slice, context: slice, mul: int = 1, div: int = 1) -> slice:
+    """Where `core` lies inside what was computed for `context`, at mul/div output units per grid unit."""
+    return _scaled(slice(core.start - context.start, core.stop - context.start), mul, div)
+
+
+def _encode_tiled(vae: DQVAE, x: torch.Tensor, tile: int = TRANSFORM_TILE) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The DQ-VAE encoder on x (1, 3, H, W), H and W multiples of 16, tile by tile with a halo
+    (identical code indices to one whole-image pass; tested)."""
     h, w = x.shape[-2:]
     if h <= tile and w <= tile:
         return vae.encoder(x)
     latents: list[torch.Tensor] | None = None
     score = x.new_empty(1, h // 16, w // 16)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            ya, xa = max(0, y0 - ENCODER_HALO), max(0, x0 - ENCODER_HALO)
-            yb, xb = min(h, y1 + ENCODER_HALO), min(w, x1 + ENCODER_HALO)
-            t_lat, t_score = vae.encoder(x[..., ya:yb, xa:xb])
-            if latents is None:
-                latents = [t_lat[i].new_empty(1, t_lat[i].shape[1], h // s, w // s) for i, s in enumerate((16, 8, 4))]
-            for out, t, s in zip(latents + [score[:, None]], t_lat + [t_score[:, None]], (16, 8, 4, 16)):
-                out[..., y0 // s : y1 // s, x0 // s : x1 // s] = t[
-                    ..., (y0 - ya) // s : (y1 - ya) // s, (x0 - xa) // s : (x1 - xa) // s
-                ]
+    for rows, cols, c_rows, c_cols in _windows(h, w, tile, TRANSFORM_HALO):
+        t_lat, t_score = vae.encoder(x[..., c_rows, c_cols])
+        if latents is None:
+            latents = [t_lat[i].new_empty(1, t_lat[i].shape[1], h // s, w // s) for i, s in enumerate(LEVEL_STRIDES)]
+        for out, t, s in zip(latents + [score[:, None]], t_lat + [t_score[:, None]], (*LEVEL_STRIDES, 16)):
+            out[..., _scaled(rows, div=s), _scaled(cols, div=s)] = t[
+                ..., _inner(rows, c_rows, div=s), _inner(cols, c_cols, div=s)
+            ]
     assert latents is not None
     return latents, score
 
@@ -447,27 +459,17 @@ def _decode_uint8(
     return _to_uint8(_decode_tiled(m.vae.to(device), levels, idx, device), width, height)
 
 
-DECODER_TILE = ENCODER_TILE // 16  # regions per tile side; larger images are decoded in tiles
-DECODER_HALO = ENCODER_HALO // 16
-
-
 def _decode_tiled(
-    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, tile: int = DECODER_TILE
+    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, tile: int = TRANSFORM_TILE // 16
 ) -> torch.Tensor:
-    """DQ-VAE decoder output (3, 16h, 16w) for a region grid (h, w), tile by tile with a halo, so that
-    memory stays bounded; within rounding the same picture as decoding the whole grid at once."""
+    """DQ-VAE decoder output (3, 16h, 16w) for a region grid (h, w), `tile` regions a side with a halo,
+    so that memory stays bounded; within rounding the same picture as decoding the whole grid at once."""
     h, w = levels.shape
     out = torch.empty(3, h * 16, w * 16)
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            ya, xa = max(0, y0 - DECODER_HALO), max(0, x0 - DECODER_HALO)
-            yb, xb = min(h, y1 + DECODER_HALO), min(w, x1 + DECODER_HALO)
-            t_idx = tuple(i[None, ya * s : yb * s, xa * s : xb * s].to(device) for i, s in zip(idx, KIND_SCALE[1:]))
-            y = vae.decode(Tokens(levels[None, ya:yb, xa:xb].to(device), t_idx))[0].cpu()  # type: ignore[arg-type]
-            out[:, y0 * 16 : y1 * 16, x0 * 16 : x1 * 16] = y[
-                :, (y0 - ya) * 16 : (y1 - ya) * 16, (x0 - xa) * 16 : (x1 - xa) * 16
-            ]
+    for rows, cols, c_rows, c_cols in _windows(h, w, tile, TRANSFORM_HALO // 16):
+        t_idx = tuple(i[None, _scaled(c_rows, s), _scaled(c_cols, s)].to(device) for i, s in zip(idx, KIND_SCALE[1:]))
+        y = vae.decode(Tokens(levels[None, c_rows, c_cols].to(device), t_idx))[0].cpu()  # type: ignore[arg-type]
+        out[:, _scaled(rows, 16), _scaled(cols, 16)] = y[:, _inner(rows, c_rows, 16), _inner(cols, c_cols, 16)]
     return out
 
 
