@@ -30,10 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec import bitstream
+from benchmarks.codecs import LEARNED, pillow_encode
 from dqcodec.codec import (
-    PRECISION,
-    TILE_SIZE,
     Analysis,
     LoadedModel,
     analyze,
@@ -45,7 +43,6 @@ from dqcodec.codec import (
 )
 from dqcodec.metrics import ms_ssim
 from dqcodec.models.dqvae import Tokens
-from dqcodec.tokens import Schedule
 
 QUALITIES = {
     "dq": (0, 15, 30, 50, 65, 80, 90, 100),
@@ -55,13 +52,6 @@ QUALITIES = {
     "webp": (0, 5, 20, 40, 60, 80),
     "avif": (5, 10, 20, 35, 50, 70),
     "jxl": (1, 5, 10, 20, 35, 50),
-}
-LEARNED = {"dq": ("dq", "ssim"), "dq-psnr": ("dq", "psnr"), "vqgan": ("vqgan", "ssim")}  # (model, tune)
-PILLOW_OPTIONS = {
-    "jpeg": ("JPEG", {"optimize": True}),
-    "webp": ("WEBP", {"method": 6}),
-    "avif": ("AVIF", {"speed": 4}),
-    "jxl": ("JXL", {"effort": 7}),
 }
 
 
@@ -115,12 +105,8 @@ def _lpips_model() -> torch.nn.Module | None:
 
 
 def pillow_codec(img: Image.Image, codec: str, quality: int) -> tuple[int, np.ndarray]:
-    fmt, opts = PILLOW_OPTIONS[codec]
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, quality=quality, **opts)
-    size = buf.tell()
-    buf.seek(0)
-    return size, np.asarray(Image.open(buf).convert("RGB"))
+    data = pillow_encode(img, codec, quality)
+    return len(data), np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
 
 
 def unprior_bits(levels: torch.Tensor, num_codes: int) -> float:
@@ -129,13 +115,8 @@ def unprior_bits(levels: torch.Tensor, num_codes: int) -> float:
 
 
 def learned_codec(m: LoadedModel, a: Analysis, img: Image.Image, quality: float) -> tuple[int, np.ndarray, dict]:
-    levels, q_fine, q_medium = levels_for_quality(m, a, quality)
-    schedule = Schedule()
-    color = bitstream.COLOR_RGB
-    header = bitstream.Header(
-        img.width, img.height, color, TILE_SIZE, m.model_id, q_fine, q_medium, schedule.periods, PRECISION
-    )
-    data = write_tokens(m, header, levels, a.idx)
+    levels = levels_for_quality(m, a, quality)[0]
+    data = write_tokens(m, levels, a.idx, img.width, img.height)
     out = reconstruct(Tokens(levels[None], tuple(i[None] for i in a.idx)), img.width, img.height, m.name)  # type: ignore[arg-type]
     extra = {
         "bpp_without_prior": unprior_bits(levels, m.vae.cfg.num_codes) / (img.width * img.height),
@@ -156,8 +137,6 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no kodim*.png under {args.kodak}")
     codecs = args.codecs.split(",")
-    if "jxl" in codecs:
-        import pillow_jxl  # noqa: F401  registers JXL with Pillow
     metrics = Metrics()
     print("metrics:", ", ".join(metrics.names), flush=True)
     rows = []

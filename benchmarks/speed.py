@@ -21,18 +21,14 @@ import io, json, resource, sys, time
 from pathlib import Path
 from PIL import Image
 codec, quality, files = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
-if codec in ("dq", "dq-psnr", "vqgan"):
+from benchmarks.codecs import LEARNED, pillow_encode
+if codec in LEARNED:
     import dqcodec
-    model, tune = ("vqgan", "ssim") if codec == "vqgan" else ("dq", "psnr" if codec == "dq-psnr" else "ssim")
+    model, tune = LEARNED[codec]
     enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune)
     dec = lambda b: dqcodec.decode(b, model=model)
 else:
-    if codec == "jxl":
-        import pillow_jxl  # noqa: F401
-    fmt, opts = {"jpeg": ("JPEG", {"optimize": True}), "webp": ("WEBP", {"method": 6}),
-                 "avif": ("AVIF", {"speed": 4}), "jxl": ("JXL", {"effort": 7})}[codec]
-    def enc(im):
-        buf = io.BytesIO(); im.save(buf, format=fmt, quality=int(quality), **opts); return buf.getvalue()
+    enc = lambda im: pillow_encode(im, codec, int(quality))
     dec = lambda b: Image.open(io.BytesIO(b)).convert("RGB")
 rows = []
 imgs = [Image.open(f).convert("RGB") for f in files]
@@ -45,6 +41,7 @@ peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
 """
 
+REPO = Path(__file__).resolve().parent.parent
 SETTINGS = [
     ("jpeg", 50),
     ("webp", 20),
@@ -66,8 +63,11 @@ def main() -> None:
     args = ap.parse_args()
     files = [str(p) for p in sorted(args.kodak.glob("kodim*.png"))[: args.images]]
     results = {}
+    # the worker imports benchmarks.codecs from this checkout
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     for codec, q in SETTINGS:
-        r = subprocess.run([sys.executable, "-c", WORKER, codec, str(q), *files], capture_output=True, text=True)
+        cmd = [sys.executable, "-c", WORKER, codec, str(q), *files]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if r.returncode:
             raise SystemExit(f"{codec} q={q} failed:\n{r.stderr}")
         d = json.loads(r.stdout.strip().splitlines()[-1])

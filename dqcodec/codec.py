@@ -300,9 +300,14 @@ def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[tor
     else:
         shares = (torch.tensor([s]) for s in quality_to_shares(quality))
         levels = rank_levels(a.score[None], *shares)[0]
+    return levels, *_header_shares(levels)
+
+
+def _header_shares(levels: torch.Tensor) -> tuple[int, int]:
+    """Shares of fine and medium regions in the header's units (1/65535)."""
     n = levels.numel()
     q_fine, q_medium = (round(int((levels == lv).sum()) * 65535 / n) for lv in (2, 1))
-    return levels, q_fine, q_medium
+    return q_fine, q_medium
 
 
 @torch.no_grad()
@@ -373,22 +378,27 @@ def encode(
     a = analyze(m, x, device, tune)
     if target_bpp is not None:
         quality = quality_for_bpp(m, a, h * w, target_bpp, schedule)
-    levels, q_fine, q_medium = levels_for_quality(m, a, quality)
-    header = bitstream.Header(w, h, color, TILE_SIZE, m.model_id, q_fine, q_medium, schedule.periods, PRECISION)
-    return write_tokens(m, header, levels, a.idx, icc_profile, exif, workers)
+    levels = levels_for_quality(m, a, quality)[0]
+    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers)
 
 
 def write_tokens(
     m: LoadedModel,
-    header: bitstream.Header,
     levels: torch.Tensor,
     idx: tuple[torch.Tensor, ...],
+    width: int,
+    height: int,
+    color: int = bitstream.COLOR_RGB,
+    schedule: Schedule | None = None,
     icc_profile: bytes | None = None,
     exif: bytes | None = None,
     workers: int | None = None,
 ) -> bytes:
     """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes."""
-    schedule = Schedule(header.periods)
+    schedule = schedule or Schedule()
+    header = bitstream.Header(
+        width, height, color, TILE_SIZE, m.model_id, *_header_shares(levels), schedule.periods, PRECISION
+    )
 
     def encode_tile(i: int, y0: int, x0: int, th: int, tw: int) -> bitstream.Tile:
         known = Tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw))  # type: ignore[arg-type]
