@@ -9,9 +9,11 @@ where the `lpips` package and its weights are already installed (nothing is down
 Learned codecs: the image is analysed once per model, then each quality's granularity map is
 chosen and entropy-coded exactly as `dqcodec.encode` does (same functions); the picture is the
 DQ-VAE decoder's output for those tokens, which the tests show `dqc decode` returns bit for bit.
-`dq` is the default tune "ssim" (DGC gate ranking), `dq-psnr` the tune "psnr". Rows also report
-what the tokens would cost without the prior (log2(3) bits per region, log2(K) per code).
-Writes kodak_rd.csv and kodak_rd.json under --out.
+`dq` is the default tune "ssim" (DGC gate ranking), `dq-psnr` the tune "psnr". Settings with a
+scale other than 1 code a resampled picture (RSMP, `--scale`), as `dqcodec.encode` does. Rows also
+report what the tokens would cost without the prior (log2(3) bits per region, log2(K) per code).
+Writes kodak_rd.csv and kodak_rd.json under --out. With --codecs, rows of the other codecs are
+kept from an existing kodak_rd.csv there.
 """
 
 from __future__ import annotations
@@ -35,23 +37,31 @@ from dqcodec.codec import (
     Analysis,
     LoadedModel,
     analyze,
+    coded_size,
     image_to_tensor,
     levels_for_quality,
     load_model,
     reconstruct,
+    resample_picture,
     write_tokens,
 )
 from dqcodec.metrics import ms_ssim
 from dqcodec.models.dqvae import Tokens
 
-QUALITIES = {
-    "dq": (0, 15, 30, 50, 65, 80, 90, 100),
-    "dq-psnr": (0, 20, 35, 50, 65, 80, 100),
-    "vqgan": (0, 50, 100),
-    "jpeg": (5, 10, 20, 30, 50, 75),
-    "webp": (0, 5, 20, 40, 60, 80),
-    "avif": (5, 10, 20, 35, 50, 70),
-    "jxl": (1, 5, 10, 20, 35, 50),
+
+def at(scale: float, *qualities: float) -> list[tuple[float, float]]:
+    return [(q, scale) for q in qualities]
+
+
+# (quality, scale) settings; scale is dqc's --scale (1 = the picture at its own size)
+SETTINGS = {
+    "dq": at(0.5, 0, 50) + at(0.71, 50) + at(1, 0, 15, 30, 50, 65, 80, 90, 100) + at(1.5, 65, 100),
+    "dq-psnr": at(0.5, 0, 35) + at(0.71, 35) + at(1, 0, 20, 35, 50, 65, 80, 100) + at(1.5, 50, 80, 100),
+    "vqgan": at(0.5, 0) + at(0.71, 0, 50, 100) + at(1, 0, 50, 100) + at(1.5, 0, 50, 100),
+    "jpeg": at(1, 5, 10, 20, 30, 50, 75),
+    "webp": at(1, 0, 5, 20, 40, 60, 80),
+    "avif": at(1, 5, 10, 20, 35, 50, 70),
+    "jxl": at(1, 1, 5, 10, 20, 35, 50),
 }
 
 
@@ -114,10 +124,14 @@ def unprior_bits(levels: torch.Tensor, num_codes: int) -> float:
     return levels.numel() * math.log2(3) + codes * math.log2(num_codes)
 
 
-def learned_codec(m: LoadedModel, a: Analysis, img: Image.Image, quality: float) -> tuple[int, np.ndarray, dict]:
+def learned_codec(
+    m: LoadedModel, a: Analysis, img: Image.Image, quality: float, scale: float
+) -> tuple[int, np.ndarray, dict]:
     levels = levels_for_quality(m, a, quality)[0]
-    data = write_tokens(m, levels, a.idx, img.width, img.height)
-    out = reconstruct(Tokens(levels[None], tuple(i[None] for i in a.idx)), img.width, img.height, m.name)  # type: ignore[arg-type]
+    coded = coded_size(img.width, img.height, scale) if scale != 1 else None
+    data = write_tokens(m, levels, a.idx, img.width, img.height, coded=coded)
+    tokens = Tokens(levels[None], tuple(i[None] for i in a.idx))  # type: ignore[arg-type]
+    out = reconstruct(tokens, img.width, img.height, m.name, coded=coded)
     extra = {
         "bpp_without_prior": unprior_bits(levels, m.vae.cfg.num_codes) / (img.width * img.height),
         "share_coarse": (levels == 0).float().mean().item(),
@@ -131,7 +145,7 @@ def main() -> None:
     ap.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--limit", type=int, default=0, help="only the first N images (quick look)")
-    ap.add_argument("--codecs", default=",".join(QUALITIES))
+    ap.add_argument("--codecs", default=",".join(SETTINGS))
     args = ap.parse_args()
     files = sorted(args.kodak.glob("kodim*.png"))[: args.limit or None]
     if not files:
@@ -139,31 +153,48 @@ def main() -> None:
     codecs = args.codecs.split(",")
     metrics = Metrics()
     print("metrics:", ", ".join(metrics.names), flush=True)
-    rows = []
+    rows = kept_rows(args.out / "kodak_rd.csv", codecs) if args.codecs != ap.get_default("codecs") else []
     for f in files:
         img = Image.open(f).convert("RGB")
         ref = np.asarray(img)
         npx = img.width * img.height
-        analyses: dict[str, tuple[LoadedModel, Analysis]] = {}
+        analyses: dict[tuple[str, float], tuple[LoadedModel, Analysis]] = {}
         for codec in codecs:
-            for q in QUALITIES[codec]:
+            for q, scale in SETTINGS[codec]:
                 t0 = time.perf_counter()
                 extra: dict = {}
                 if codec in LEARNED:
-                    if codec not in analyses:
+                    if (codec, scale) not in analyses:
                         model, tune = LEARNED[codec]
                         m = load_model(model)
-                        analyses[codec] = (m, analyze(m, image_to_tensor(img)[0], tune=tune))
-                    size, out, extra = learned_codec(*analyses[codec], img, q)
+                        x = resample_picture(image_to_tensor(img)[0], *coded_size(*img.size, scale))
+                        analyses[codec, scale] = (m, analyze(m, x, tune=tune))
+                    size, out, extra = learned_codec(*analyses[codec, scale], img, q, scale)
                 else:
                     size, out = pillow_codec(img, codec, int(q))
                 seconds = time.perf_counter() - t0
-                row = {"image": f.name, "codec": codec, "quality": q, "bytes": size, "bpp": 8 * size / npx}
+                row = {"image": f.name, "codec": codec, "quality": q, "scale": scale}
+                row |= {"bytes": size, "bpp": 8 * size / npx}
                 row |= metrics(ref, out) | {"seconds": seconds, **extra}
                 rows.append(row)
                 scores = " ".join(f"{k} {row[k]:.4f}" for k in metrics.names)
-                print(f"{f.name} {codec:7} q={q:<4} bpp {row['bpp']:.4f} {scores}", flush=True)
+                print(f"{f.name} {codec:7} q={q:<4} x{scale:<4} bpp {row['bpp']:.4f} {scores}", flush=True)
     write_results(rows, metrics.names, args.out)
+
+
+def kept_rows(csv_path: Path, rerun: list[str]) -> list[dict]:
+    """Rows of the codecs not being rerun, from an earlier kodak_rd.csv (numbers as floats)."""
+    if not csv_path.exists():
+        return []
+
+    def value(k: str, v: str) -> object:
+        if k in ("image", "codec") or v == "":
+            return v
+        return float(v)
+
+    with csv_path.open() as fh:
+        rows = [{k: value(k, v) for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
+    return [r | {"scale": r.get("scale", 1.0)} for r in rows if r["codec"] not in rerun]
 
 
 def write_results(rows: list[dict], metric_names: list[str], out: Path) -> None:
@@ -175,10 +206,10 @@ def write_results(rows: list[dict], metric_names: list[str], out: Path) -> None:
         w.writerows(rows)
     summary: dict[str, list] = {}
     for codec in dict.fromkeys(r["codec"] for r in rows):
-        for q in dict.fromkeys(r["quality"] for r in rows if r["codec"] == codec):
-            sel = [r for r in rows if r["codec"] == codec and r["quality"] == q]
+        for q, scale in dict.fromkeys((r["quality"], r["scale"]) for r in rows if r["codec"] == codec):
+            sel = [r for r in rows if r["codec"] == codec and r["quality"] == q and r["scale"] == scale]
             entry = {k: float(np.mean([r[k] for r in sel])) for k in sel[0] if isinstance(sel[0][k], float)}
-            summary.setdefault(codec, []).append({"quality": q, "images": len(sel), **entry})
+            summary.setdefault(codec, []).append({**entry, "quality": q, "scale": scale, "images": len(sel)})
     meta = {
         "machine": platform.platform(),
         "processor": platform.processor(),
@@ -190,7 +221,7 @@ def write_results(rows: list[dict], metric_names: list[str], out: Path) -> None:
     for codec, entries in summary.items():
         for e in entries:
             scores = " ".join(f"{k} {e[k]:.4f}" for k in metric_names)
-            print(f"MEAN {codec:7} q={e['quality']:<4} bpp {e['bpp']:.4f} {scores}")
+            print(f"MEAN {codec:7} q={e['quality']:<4} x{e['scale']:<4} bpp {e['bpp']:.4f} {scores}")
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ WORKER = r"""
 import io, json, resource, sys, time
 from pathlib import Path
 from PIL import Image
-codec, quality, files = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+codec, quality, scale, files = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 from benchmarks.codecs import LEARNED, pillow_encode
 if codec in LEARNED:
     import dqcodec
     model, tune = LEARNED[codec]
-    enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune)
+    enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune, scale=scale)
     dec = lambda b: dqcodec.decode(b, model=model)
 else:
     enc = lambda im: pillow_encode(im, codec, int(quality))
@@ -42,17 +42,23 @@ print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
 """
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = [
-    ("jpeg", 50),
-    ("webp", 20),
-    ("avif", 20),
-    ("jxl", 20),
-    ("dq", 0),
-    ("dq", 50),
-    ("dq", 100),
-    ("dq-psnr", 50),
-    ("vqgan", 50),
+SETTINGS = [  # codec, quality, scale (dqc's --scale)
+    ("jpeg", 50, 1),
+    ("webp", 20, 1),
+    ("avif", 20, 1),
+    ("jxl", 20, 1),
+    ("dq", 0, 0.5),
+    ("dq", 0, 1),
+    ("dq", 50, 1),
+    ("dq", 100, 1),
+    ("dq", 100, 1.5),
+    ("dq-psnr", 50, 1),
+    ("vqgan", 50, 1),
 ]
+
+
+def name(codec: str, quality: float, scale: float) -> str:
+    return f"{codec} q={quality}" + ("" if scale == 1 else f" scale {scale}")
 
 
 def main() -> None:
@@ -65,14 +71,14 @@ def main() -> None:
     results = {}
     # the worker imports benchmarks.codecs from this checkout
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    for codec, q in SETTINGS:
-        cmd = [sys.executable, "-c", WORKER, codec, str(q), *files]
+    for codec, q, scale in SETTINGS:
+        cmd = [sys.executable, "-c", WORKER, codec, str(q), str(scale), *files]
         r = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if r.returncode:
-            raise SystemExit(f"{codec} q={q} failed:\n{r.stderr}")
+            raise SystemExit(f"{name(codec, q, scale)} failed:\n{r.stderr}")
         d = json.loads(r.stdout.strip().splitlines()[-1])
         n = len(d["rows"])
-        results[f"{codec} q={q}"] = {
+        results[name(codec, q, scale)] = {
             "encode_s": sum(x["encode_s"] for x in d["rows"]) / n,
             "decode_s": sum(x["decode_s"] for x in d["rows"]) / n,
             "bpp": sum(8 * x["bytes"] / (768 * 512) for x in d["rows"]) / n,
@@ -82,9 +88,9 @@ def main() -> None:
     base = results["jpeg q=50"]
     print("| codec | bpp | encode s/image | decode s/image | x JPEG encode | x JPEG decode | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, e in results.items():
+    for label, e in results.items():
         print(
-            f"| {name} | {e['bpp']:.4f} | {e['encode_s']:.3f} | {e['decode_s']:.3f} | "
+            f"| {label} | {e['bpp']:.4f} | {e['encode_s']:.3f} | {e['decode_s']:.3f} | "
             f"{e['encode_s'] / base['encode_s']:.0f} | {e['decode_s'] / base['decode_s']:.0f} | "
             f"{e['peak_rss_mb']:.0f} |"
         )

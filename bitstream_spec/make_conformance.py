@@ -2,9 +2,9 @@
 
     python bitstream_spec/make_conformance.py
 
-Valid vectors: small crops of scikit-image photos at several qualities, with the decoded picture
-(PNG) and the header fields in expected.json. Invalid vectors: files a reader must refuse, with
-the error class it must raise.
+Valid vectors: small crops of scikit-image photos at several qualities (two of them resampled,
+with an RSMP chunk), with the decoded picture (PNG) and the header fields in expected.json.
+Invalid vectors: files a reader must refuse, with the error class it must raise.
 """
 
 from __future__ import annotations
@@ -31,26 +31,30 @@ def main() -> None:
         "chelsea_wide": Image.fromarray(data.chelsea()[100:148, 0:300]),
     }
     valid = []
-    for name, img in sources.items():
-        for q in (0, 50, 100):
-            blob = dqcodec.encode(img, quality=q)
-            stem = f"{name}_q{q}"
-            (HERE / f"{stem}.dqc").write_bytes(blob)
-            out = dqcodec.decode(blob)
-            out.save(HERE / f"{stem}.png")
-            c = bitstream.read(blob)
-            valid.append(
-                {
-                    "file": f"{stem}.dqc",
-                    "decoded": f"{stem}.png",
-                    "width": c.header.width,
-                    "height": c.header.height,
-                    "color": c.header.color,
-                    "tiles": len(c.tiles),
-                    "symbol_crcs": [t.symbol_crc for t in c.tiles],
-                    "decoded_sha256": hashlib.sha256(np.asarray(out).tobytes()).hexdigest(),
-                }
-            )
+    settings = [(name, q, 1.0) for name in sources for q in (0, 50, 100)]
+    settings += [("astronaut", 50, 0.5), ("chelsea_wide", 50, 1.5)]
+    for name, q, scale in settings:
+        img = sources[name]
+        blob = dqcodec.encode(img, quality=q, scale=scale)
+        stem = f"{name}_q{q}" + ("" if scale == 1 else f"_scale{scale:g}")
+        (HERE / f"{stem}.dqc").write_bytes(blob)
+        out = dqcodec.decode(blob)
+        out.save(HERE / f"{stem}.png")
+        c = bitstream.read(blob)
+        valid.append(
+            {
+                "file": f"{stem}.dqc",
+                "decoded": f"{stem}.png",
+                "width": c.header.width,
+                "height": c.header.height,
+                "coded_width": c.coded_width,
+                "coded_height": c.coded_height,
+                "color": c.header.color,
+                "tiles": len(c.tiles),
+                "symbol_crcs": [t.symbol_crc for t in c.tiles],
+                "decoded_sha256": hashlib.sha256(np.asarray(out).tobytes()).hexdigest(),
+            }
+        )
     good = (HERE / "astronaut_q50.dqc").read_bytes()
     bad_version = bytearray(good)
     bad_version[8] = 2

@@ -112,6 +112,7 @@ class EncodeSettings:
     target_bpp: float | None
     model: str
     tune: str
+    scale: float | None = None
 
 
 def encode_file(
@@ -134,6 +135,7 @@ def encode_file(
         target_bpp=settings.target_bpp,
         model=settings.model,
         tune=settings.tune,
+        scale=settings.scale,
         icc_profile=img.info.get("icc_profile"),
         exif=exif.tobytes() if len(exif) else None,
         workers=threads,
@@ -168,9 +170,10 @@ def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
 
     _check_output(map_path, overwrite)
     c, tokens = decode_tokens(data)
-    picture = Image.fromarray(reconstruct(tokens, c.header.width, c.header.height))
+    picture = Image.fromarray(reconstruct(tokens, c.coded_width, c.coded_height))  # the map is on the coded grid
+    overlay = draw(picture, tokens.levels[0]).resize((c.header.width, c.header.height))
     buf = io.BytesIO()
-    draw(picture, tokens.levels[0]).save(buf, format="PNG")
+    overlay.save(buf, format="PNG")
     _write_output(map_path, buf.getvalue())
 
 
@@ -180,6 +183,12 @@ TUNE_OPTION = click.option(
     default="ssim",
     show_default=True,
     help="granularity by the learned gate (ssim: best MS-SSIM/SSIMULACRA2) or by measured error (psnr)",
+)
+SCALE_OPTION = click.option(
+    "--scale",
+    type=click.FloatRange(0.25, 2.0),
+    help="code the picture resampled by this factor (below 1: lower rates than -q 0; above 1: higher than "
+    "-q 100) [default: 1, or chosen by --bpp]",
 )
 
 
@@ -196,6 +205,7 @@ def main() -> None:
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @TUNE_OPTION
+@SCALE_OPTION
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
 @click.option(
@@ -210,6 +220,7 @@ def encode(
     target_bpp: float | None,
     model: str,
     tune: str,
+    scale: float | None,
     overwrite: bool,
     threads: int | None,
     device: str,
@@ -221,7 +232,7 @@ def encode(
     def go() -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))
         _setup(threads, device)
-        settings = EncodeSettings(quality, target_bpp, model, tune)
+        settings = EncodeSettings(quality, target_bpp, model, tune, scale)
         data, (w, h) = encode_file(src, out, settings, overwrite, threads, device, allow_large)
         if out != "-" and not quiet:
             click.echo(f"{out}: {w}x{h}, {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp", err=True)
@@ -269,6 +280,8 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
             "format_version": bitstream.FORMAT_VERSION,
             "width": h.width,
             "height": h.height,
+            "coded_width": c.coded_width,
+            "coded_height": c.coded_height,
             "color": "gray" if h.color == bitstream.COLOR_GRAY else "rgb",
             "bytes": len(data),
             "bpp": 8 * len(data) / (h.width * h.height),
@@ -323,6 +336,7 @@ def _init_worker() -> None:
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC to PNG instead")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @TUNE_OPTION
+@SCALE_OPTION
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="worker processes [default: CPU cores]")
 @click.option("--overwrite", is_flag=True, help="redo files whose output exists (default: skip them, i.e. resume)")
 @click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
@@ -334,6 +348,7 @@ def batch(
     decode_mode: bool,
     model: str,
     tune: str,
+    scale: float | None,
     jobs: int | None,
     overwrite: bool,
     allow_large: bool,
@@ -351,7 +366,7 @@ def batch(
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
         _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
-    settings = EncodeSettings(quality, target_bpp, model, tune)
+    settings = EncodeSettings(quality, target_bpp, model, tune, scale)
     jobs_list = [
         (str(p), str((dst / p.relative_to(src)).with_suffix(new_suffix)), decode_mode, settings, overwrite, allow_large)
         for p in files

@@ -3,8 +3,9 @@
     file   = SIGNATURE version:u8 chunk*
     chunk  = length:u32be type:4 ascii payload:length bytes crc32(type + payload):u32be
 
-Chunks: HEAD (first, once), TILE (one per tile, in raster order), optional ICCP and EXIF, and
-END (last, empty). Integers are big-endian. Every failure raises FormatError (or its kin).
+Chunks: HEAD (first, once), optional RSMP (coded picture size, before any TILE), TILE (one per
+tile, in raster order), optional ICCP and EXIF, and END (last, empty). Integers are big-endian.
+Every failure raises FormatError (or its kin).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ MODEL_ID_BYTES = 16
 COLOR_RGB, COLOR_GRAY = 0, 1
 _HEAD = struct.Struct(">IIBH16sHH4BB")
 _TILE = struct.Struct(">III")
+_RSMP = struct.Struct(">II")
 MAX_CHUNK = 1 << 30
 
 
@@ -58,10 +60,10 @@ class Header:
                 raise FormatError(f"group period {p} in HEAD is not a power of two up to 64")
         return cls(w, h, color, tile, mid, sf, sm, (p0, p1, p2, p3), prec)
 
-    def num_tiles(self) -> int:
-        rows = -(-_pad16(self.height) // self.tile_size)
-        cols = -(-_pad16(self.width) // self.tile_size)
-        return rows * cols
+
+def num_tiles(width: int, height: int, tile_size: int) -> int:
+    """Tiles of a coded picture: ceil(ceil16(height) / tile_size) * ceil(ceil16(width) / tile_size)."""
+    return -(-_pad16(height) // tile_size) * -(-_pad16(width) // tile_size)
 
 
 def _pad16(n: int) -> int:
@@ -93,6 +95,15 @@ class Container:
     icc_profile: bytes | None = None
     exif: bytes | None = None
     extra: list[tuple[bytes, bytes]] = field(default_factory=list)  # unknown ancillary chunks, kept
+    coded_size: tuple[int, int] | None = None  # (width, height) of the coded picture when it was resampled
+
+    @property
+    def coded_width(self) -> int:
+        return self.coded_size[0] if self.coded_size else self.header.width
+
+    @property
+    def coded_height(self) -> int:
+        return self.coded_size[1] if self.coded_size else self.header.height
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
@@ -101,6 +112,8 @@ def _chunk(kind: bytes, payload: bytes) -> bytes:
 
 def write(container: Container) -> bytes:
     parts = [SIGNATURE, bytes([FORMAT_VERSION]), _chunk(b"HEAD", container.header.pack())]
+    if container.coded_size:
+        parts.append(_chunk(b"RSMP", _RSMP.pack(*container.coded_size)))
     if container.icc_profile:
         parts.append(_chunk(b"ICCP", container.icc_profile))
     if container.exif:
@@ -125,6 +138,7 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     header: Header | None = None
     tiles: list[Tile] = []
     icc = exif = None
+    coded_size: tuple[int, int] | None = None
     extra: list[tuple[bytes, bytes]] = []
     while True:
         if pos + 8 > len(data):
@@ -148,6 +162,14 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
                 raise ModelMismatchError(
                     f"file was made with model {header.model_id.hex()}, this dqc has model {expected_model_id.hex()}"
                 )
+        elif kind == b"RSMP":
+            if coded_size is not None or tiles:
+                raise FormatError("RSMP chunk repeated or after a TILE chunk")
+            if len(payload) != _RSMP.size:
+                raise FormatError(f"RSMP chunk has {len(payload)} bytes, expected {_RSMP.size}")
+            coded_size = _RSMP.unpack(payload)
+            if 0 in coded_size:
+                raise FormatError("coded picture size in RSMP is zero")
         elif kind == b"TILE":
             tiles.append(Tile.unpack(payload))
         elif kind == b"ICCP":
@@ -165,12 +187,14 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     if pos != len(data):
         raise FormatError("bytes after the END chunk")
     assert header is not None
-    if len(tiles) != header.num_tiles():
-        raise FormatError(f"file has {len(tiles)} tiles, its header needs {header.num_tiles()}")
+    width, height = coded_size or (header.width, header.height)
+    expected = num_tiles(width, height, header.tile_size)
+    if len(tiles) != expected:
+        raise FormatError(f"file has {len(tiles)} tiles, its header needs {expected}")
     for i, t in enumerate(tiles):
         if t.index != i:
             raise FormatError(f"tile {i} is out of order (index {t.index})")
-    return Container(header, tiles, icc, exif, extra)
+    return Container(header, tiles, icc, exif, extra, coded_size)
 
 
 def _name(kind: bytes) -> str:

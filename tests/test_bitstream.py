@@ -11,7 +11,7 @@ from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchE
 
 def make_container(num_tiles: int = 2) -> bitstream.Container:
     header = bitstream.Header(300, 200, bitstream.COLOR_RGB, 256, bytes(range(16)), 1000, 30000, (4, 4, 2, 8), 20)
-    assert header.num_tiles() == num_tiles
+    assert bitstream.num_tiles(header.width, header.height, header.tile_size) == num_tiles
     tiles = [bitstream.Tile(i, 10 + i, 0xDEADBEEF - i, bytes(range(8 * (i + 1)))) for i in range(num_tiles)]
     return bitstream.Container(header, tiles, icc_profile=b"icc-bytes", exif=b"Exif\0\0data")
 
@@ -89,3 +89,25 @@ def test_corrupt_tile_with_valid_chunk_crc_is_caught(small_file: bytes) -> None:
             dqcodec.decode(bitstream.write(c))
         caught += 1
     assert caught >= 5
+
+
+def test_resampled_picture_size_sets_the_tile_count() -> None:
+    c = make_container()  # 300x200 shown (2 tiles), 600x400 coded: 3 x 2 tiles of 256 px
+    c.coded_size = (600, 400)
+    c.tiles = [bitstream.Tile(i, 1, 0, b"") for i in range(6)]
+    back = bitstream.read(bitstream.write(c))
+    assert back.coded_size == (600, 400) and (back.coded_width, back.header.width) == (600, 300)
+    c.tiles = c.tiles[:2]  # the tile count of the shown size is not enough
+    with pytest.raises(FormatError, match="tiles"):
+        bitstream.read(bitstream.write(c))
+
+
+def test_rsmp_after_tiles_or_empty_is_refused() -> None:
+    data = bitstream.write(make_container())
+    end = data.rindex(b"END ") - 4
+    with pytest.raises(FormatError, match="after a TILE"):
+        bitstream.read(data[:end] + _chunk(b"RSMP", struct.pack(">II", 300, 200)) + data[end:])
+    head_end = data.index(b"TILE") - 4
+    zero = data[:head_end] + _chunk(b"RSMP", struct.pack(">II", 0, 200)) + data[head_end:]
+    with pytest.raises(FormatError, match="zero"):
+        bitstream.read(zero)

@@ -132,3 +132,15 @@ def test_pixel_limit(photo: Path) -> None:
     r = subprocess.run([DQC, "encode", str(photo), "-o", "-"], capture_output=True, env=env, timeout=300)
     _one_line_error(r, 1)
     assert b"--allow-large" in r.stderr
+
+
+def test_scale_option(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s.dqc"
+    r = dqc("encode", str(photo), "-o", str(out), "--scale", "1.5", "-q", "20")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(dqc("info", str(out), "--json").stdout)
+    assert (info["width"], info["coded_width"]) == (72, 108)
+    assert dqc("decode", str(out), "-o", str(tmp_path / "s.png")).returncode == 0
+    assert Image.open(tmp_path / "s.png").size == (72, 40)
+    r = dqc("encode", str(photo), "-o", str(tmp_path / "x.dqc"), "--scale", "5")
+    assert r.returncode == 2 and not (tmp_path / "x.dqc").exists()

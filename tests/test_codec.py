@@ -127,3 +127,41 @@ def test_tiled_decoder_matches_whole_map_within_rounding() -> None:
         tiled = _decode_tiled(m.vae, levels, a.idx, "cpu", tile=4)
     assert whole.shape == tiled.shape == (3, 160, 208)
     assert (whole - tiled).abs().max() < 0.01  # about 1 in 8-bit units; a misplaced tile is far off
+
+
+def test_resampled_coding_spans_lower_and_higher_rates() -> None:
+    img = synthetic_image(192, 128, seed=5)
+    sizes = {}
+    for scale, quality in ((0.5, 0), (1.0, 0), (1.0, 100), (1.5, 100)):
+        data = dqcodec.encode(img, quality=quality, scale=scale)
+        c = bitstream.read(data)
+        assert c.coded_size == (None if scale == 1 else (round(192 * scale), round(128 * scale)))
+        out = dqcodec.decode(data)
+        assert out.size == img.size
+        sizes[scale, quality] = len(data)
+    assert sizes[0.5, 0] < sizes[1.0, 0] < sizes[1.0, 100] < sizes[1.5, 100]
+
+
+def test_resampled_decode_is_the_reconstruction_resized(small_image: Image.Image) -> None:
+    from dqcodec.resample import resize
+
+    data = dqcodec.encode(small_image, quality=40, scale=1.5)
+    c, tokens = decode_tokens(data)
+    coded = reconstruct(tokens, *c.coded_size)
+    assert coded.shape == (60, 108, 3)
+    expected = resize(torch.from_numpy(coded).permute(2, 0, 1), 72, 40).permute(1, 2, 0).numpy()
+    assert np.array_equal(np.asarray(dqcodec.decode(data)), expected)
+    assert psnr(dqcodec.decode(data), small_image) > 20
+
+
+def test_scale_out_of_range_is_refused() -> None:
+    with pytest.raises(dqcodec.DQCError, match="scale"):
+        dqcodec.encode(synthetic_image(32, 32), scale=3.0)
+
+
+def test_target_bpp_picks_the_scale_of_its_band() -> None:
+    img = synthetic_image(192, 128, seed=6)
+    for target, scale in ((0.01, 0.5), (0.15, 1.0), (0.5, 1.5)):
+        c = bitstream.read(dqcodec.encode(img, target_bpp=target))
+        assert (c.coded_width, c.coded_height) == (round(192 * scale), round(128 * scale))
+    assert bitstream.read(dqcodec.encode(img, target_bpp=0.5, scale=1.0)).coded_size is None

@@ -19,6 +19,7 @@ def test_valid_vector_decodes(vec: dict) -> None:
     blob = (VECTORS / vec["file"]).read_bytes()
     c = bitstream.read(blob)
     assert (c.header.width, c.header.height, c.header.color) == (vec["width"], vec["height"], vec["color"])
+    assert (c.coded_width, c.coded_height) == (vec["coded_width"], vec["coded_height"])
     assert [t.symbol_crc for t in c.tiles] == vec["symbol_crcs"]
     out = np.asarray(dqcodec.decode(blob), dtype=np.int16)  # raises if any tile's symbols differ
     ref = np.asarray(Image.open(VECTORS / vec["decoded"]), dtype=np.int16)

@@ -19,3 +19,12 @@ def test_no_overlap_and_rates_outside_the_curve() -> None:
     assert bd_rate(better, CURVE, "psnr") is None
     assert quality_at_rate(CURVE, 0.05, "psnr") is None
     assert quality_at_rate(CURVE, 2**-0.5 * 0.2, "psnr") == pytest.approx(26.0)
+
+
+def test_dominated_settings_do_not_shape_the_curve() -> None:
+    from benchmarks.report import pareto_front
+
+    dominated = {"bpp": 0.15, "psnr": 24.0, "lpips": 0.5}
+    assert pareto_front([*CURVE, dominated], "psnr") == CURVE
+    assert pareto_front([*CURVE, dominated], "lpips") == CURVE
+    assert bd_rate([*CURVE, dominated], CURVE, "psnr") == pytest.approx(0.0)
