@@ -92,6 +92,19 @@ def main() -> None:
                 v = bd_rate(data[test], data[anchor], metric)
                 cells.append("no overlap" if v is None else f"{v:+.1f}%")
             out(f"| {test} | {anchor} | " + " | ".join(cells) + " |")
+    own_size = {c: [e for e in data[c] if e.get("scale", 1.0) == 1] for c in (*TESTS, "vqgan") if c in data}
+    if "vqgan" in own_size and any(t in own_size for t in TESTS):
+        out("")
+        out("The models at the picture's own size (scale 1 settings only; no resampling for either):")
+        out("")
+        out("| BD-rate | vs | " + " | ".join(LABELS[m] for m in metrics) + " |")
+        out("| --- " * (len(metrics) + 2) + "|")
+        for test in (t for t in TESTS if t in own_size):
+            cells = []
+            for metric in metrics:
+                v = bd_rate(own_size[test], own_size["vqgan"], metric)
+                cells.append("no overlap" if v is None else f"{v:+.1f}%")
+            out(f"| {test} | vqgan | " + " | ".join(cells) + " |")
     for test in (t for t in TESTS if t in data and "jpeg" in data):
         out("")
         out(f"{test} against JPEG at {test}'s own rates up to 0.3 bpp (JPEG interpolated in log rate):")

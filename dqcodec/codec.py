@@ -214,8 +214,7 @@ RSMP_BITS = 8 * 20  # the RSMP chunk of a resampled file
 
 
 def scales_for_bpp(target_bpp: float) -> list[float]:
-    """The scale of the target's band, then the smaller ones (for when a small image's rate floor
-    is over the target at the band's scale)."""
+    """The scale of the target's band, then the smaller ones."""
     band = next(i for i, (upper, _) in enumerate(SCALE_BANDS) if target_bpp <= upper)
     return [scale for _, scale in SCALE_BANDS[band::-1]]
 
@@ -404,8 +403,8 @@ def encode(
     `target_bpp` picks the highest quality whose file stays near that rate (then `quality` is
     ignored). `tune` says how regions get their granularity (see TUNES). `scale` resamples the
     picture before coding (the decoder restores the size); by default 1, or for `target_bpp` the
-    scale of its rate band (SCALE_BANDS; a smaller one if even quality 0 is over). The transform runs on `device`; the
-    prior always on the CPU (bit-exactness); tiles go through the prior on `workers` threads."""
+    scale of its rate band (see `fit_rate`). The transform runs on `device`; the prior always on
+    the CPU (bit-exactness); tiles go through the prior on `workers` threads."""
     m = load_model(model)
     if target_bpp is None:
         _check_quality(quality)
@@ -418,22 +417,30 @@ def encode(
         coded = coded_size(w, h, scale or 1.0)
         a = analyze(m, resample_picture(x, *coded), device, tune)
     else:
-        floors: list[tuple[float, tuple[int, int], Analysis]] = []  # rate at quality 0 where none fits
-        for s in [scale] if scale else scales_for_bpp(target_bpp):
-            coded = coded_size(w, h, s)
-            a = analyze(m, resample_picture(x, *coded), device, tune)
-            extra = 0.0 if coded == (w, h) else RSMP_BITS
-            fitted = quality_for_bpp(m, a, h * w, target_bpp, schedule, extra)
-            if fitted is not None:
-                quality = fitted
-                break
-            floors.append((estimate_bits(m, levels_for_quality(m, a, 0)[0], a.idx, schedule) + extra, coded, a))
-        else:  # no scale reaches the target: the smallest file
-            _, coded, a = min(floors, key=lambda f: f[0])
-            quality = 0.0
+        coded, a, quality = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
     levels = levels_for_quality(m, a, quality)[0]
     resampled = coded if coded != (w, h) else None
     return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, resampled)
+
+
+def fit_rate(
+    m: LoadedModel, x: torch.Tensor, target_bpp: float, scale: float | None, schedule: Schedule, device: str, tune: str
+) -> tuple[tuple[int, int], Analysis, float]:
+    """Coded size, analysis and quality for a target rate: at `scale`, or else at the scale of the
+    target's band (SCALE_BANDS) and, if even quality 0 is over the target there, at the smaller
+    ones in turn; where none reaches it, the scale with the smallest file."""
+    h, w = x.shape[-2:]
+    floors: list[tuple[float, tuple[int, int], Analysis]] = []
+    for s in [scale] if scale else scales_for_bpp(target_bpp):
+        coded = coded_size(w, h, s)
+        a = analyze(m, resample_picture(x, *coded), device, tune)
+        extra = 0.0 if coded == (w, h) else RSMP_BITS
+        quality = quality_for_bpp(m, a, h * w, target_bpp, schedule, extra)
+        if quality is not None:
+            return coded, a, quality
+        floors.append((estimate_bits(m, levels_for_quality(m, a, 0)[0], a.idx, schedule) + extra, coded, a))
+    _, coded, a = min(floors, key=lambda f: f[0])
+    return coded, a, 0.0
 
 
 def write_tokens(
