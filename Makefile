@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# about 50 minutes on 2 cores; results land in benchmarks/results/
+# about 2 hours on 2 cores (kodak_rd alone about 90 minutes); results land in benchmarks/results/
 bench: $(STAMP)
 	$(PY) -m benchmarks.kodak_rd
 	$(PY) -m benchmarks.prior_bits

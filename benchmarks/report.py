@@ -145,7 +145,7 @@ def plot(data: dict, metrics: list[str], path: Path) -> None:
         ax.set_xscale("log")
         ax.set_xlabel("bits per pixel (whole file)")
         ax.set_ylabel(LABELS[metric])
-        ax.set_xlim(0.02, 2)
+        ax.set_xlim(0.008, 2)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Kodak (24 images), mean per setting (Pareto front of each codec's settings)")
