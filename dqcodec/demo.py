@@ -19,20 +19,21 @@ def main(out_dir: Path = Path("out/demo")) -> None:
     original.save(out_dir / "astronaut.png")
     ref = np.asarray(original, dtype=np.float64)
     print(f"astronaut.png {original.width}x{original.height} (scikit-image); files in {out_dir}/")
-    print(f"{'quality':>7} {'bytes':>7} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9} {'decode s':>9}")
-    for quality in (0, 25, 50, 75, 100):
+    print(f"{'quality':>7} {'scale':>5} {'bytes':>7} {'bpp':>7} {'PSNR dB':>8} {'encode s':>9} {'decode s':>9}")
+    # scale 1 is the model's own range; 0.5 and 1.5 code a resampled picture (below and above it)
+    for quality, scale in ((0, 0.5), (0, 1), (25, 1), (50, 1), (75, 1), (100, 1), (100, 1.5)):
         t0 = time.perf_counter()
-        blob = dqcodec.encode(original, quality=quality)
+        blob = dqcodec.encode(original, quality=quality, scale=scale)
         t1 = time.perf_counter()
         decoded = dqcodec.decode(blob)
         t2 = time.perf_counter()
-        write_atomic(out_dir / f"astronaut_q{quality}.dqc", lambda f, b=blob: f.write(b))
-        decoded.save(out_dir / f"astronaut_q{quality}.png")
+        stem = f"astronaut_q{quality}" + ("" if scale == 1 else f"_scale{scale:g}")
+        write_atomic(out_dir / f"{stem}.dqc", lambda f, b=blob: f.write(b))
+        decoded.save(out_dir / f"{stem}.png")
         mse = np.mean((np.asarray(decoded, dtype=np.float64) - ref) ** 2)
         bpp = 8 * len(blob) / (original.width * original.height)
-        print(
-            f"{quality:7d} {len(blob):7d} {bpp:7.4f} {10 * np.log10(255**2 / mse):8.2f} {t1 - t0:9.2f} {t2 - t1:9.2f}"
-        )
+        psnr = 10 * np.log10(255**2 / mse)
+        print(f"{quality:7d} {scale:5g} {len(blob):7d} {bpp:7.4f} {psnr:8.2f} {t1 - t0:9.2f} {t2 - t1:9.2f}")
 
 
 if __name__ == "__main__":
