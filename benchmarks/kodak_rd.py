@@ -55,8 +55,8 @@ def at(scale: float, *qualities: float) -> list[tuple[float, float]]:
 
 # (quality, scale) settings; scale is dqc's --scale (1 = the picture at its own size)
 SETTINGS = {
-    "dq": at(0.5, 0, 50) + at(0.71, 50) + at(1, 0, 15, 30, 50, 65, 80, 90, 100) + at(1.5, 65, 100),
-    "dq-psnr": at(0.5, 0, 35) + at(0.71, 35) + at(1, 0, 20, 35, 50, 65, 80, 100) + at(1.5, 50, 80, 100),
+    "dq": at(0.5, 0, 50) + at(0.71, 50) + at(1, 0, 15, 30, 50, 65, 80, 90, 100) + at(1.5, 30, 50, 65, 100),
+    "dq-psnr": at(0.5, 0, 35) + at(0.71, 35) + at(1, 0, 20, 35, 50, 65, 80, 100) + at(1.5, 50, 65, 80, 100),
     "vqgan": at(0.5, 0) + at(0.71, 0, 50, 100) + at(1, 0, 50, 100) + at(1.5, 0, 50, 100),
     "jpeg": at(1, 5, 10, 20, 30, 50, 75),
     "webp": at(1, 0, 5, 20, 40, 60, 80),
