@@ -128,7 +128,7 @@ def learned_codec(
     m: LoadedModel, a: Analysis, img: Image.Image, quality: float, scale: float
 ) -> tuple[int, np.ndarray, dict]:
     levels = levels_for_quality(m, a, quality)[0]
-    coded = coded_size(img.width, img.height, scale) if scale != 1 else None
+    coded = coded_size(img.width, img.height, scale)
     data = write_tokens(m, levels, a.idx, img.width, img.height, coded=coded)
     tokens = Tokens(levels[None], tuple(i[None] for i in a.idx))  # type: ignore[arg-type]
     out = reconstruct(tokens, img.width, img.height, m.name, coded=coded)

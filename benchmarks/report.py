@@ -61,6 +61,15 @@ def quality_at_rate(points: list[dict], bpp: float, metric: str) -> float | None
     return float(np.interp(np.log(bpp), rates, [p[metric] for p in pts]))
 
 
+def bd_cells(test: list[dict], anchor: list[dict], metrics: list[str]) -> str:
+    """One BD-rate table row's cells, one per metric."""
+    cells = []
+    for metric in metrics:
+        v = bd_rate(test, anchor, metric)
+        cells.append("no overlap" if v is None else f"{v:+.1f}%")
+    return " | ".join(cells)
+
+
 def setting(e: dict) -> str:
     scale = e.get("scale", 1.0)
     return f"q={e['quality']:g}" + ("" if scale == 1 else f" scale {scale:g}")
@@ -87,11 +96,7 @@ def main() -> None:
     out("| --- " * (len(metrics) + 2) + "|")
     for test in (t for t in TESTS if t in data):
         for anchor in (a for a in (*TESTS, *ANCHORS) if a in data and a != test):
-            cells = []
-            for metric in metrics:
-                v = bd_rate(data[test], data[anchor], metric)
-                cells.append("no overlap" if v is None else f"{v:+.1f}%")
-            out(f"| {test} | {anchor} | " + " | ".join(cells) + " |")
+            out(f"| {test} | {anchor} | {bd_cells(data[test], data[anchor], metrics)} |")
     own_size = {c: [e for e in data[c] if e.get("scale", 1.0) == 1] for c in (*TESTS, "vqgan") if c in data}
     if "vqgan" in own_size and any(t in own_size for t in TESTS):
         out("")
@@ -100,11 +105,7 @@ def main() -> None:
         out("| BD-rate | vs | " + " | ".join(LABELS[m] for m in metrics) + " |")
         out("| --- " * (len(metrics) + 2) + "|")
         for test in (t for t in TESTS if t in own_size):
-            cells = []
-            for metric in metrics:
-                v = bd_rate(own_size[test], own_size["vqgan"], metric)
-                cells.append("no overlap" if v is None else f"{v:+.1f}%")
-            out(f"| {test} | vqgan | " + " | ".join(cells) + " |")
+            out(f"| {test} | vqgan | {bd_cells(own_size[test], own_size['vqgan'], metrics)} |")
     for test in (t for t in TESTS if t in data and "jpeg" in data):
         out("")
         out(f"{test} against JPEG at {test}'s own rates up to 0.3 bpp (JPEG interpolated in log rate):")

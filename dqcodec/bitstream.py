@@ -187,14 +187,14 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     if pos != len(data):
         raise FormatError("bytes after the END chunk")
     assert header is not None
-    width, height = coded_size or (header.width, header.height)
-    expected = num_tiles(width, height, header.tile_size)
+    c = Container(header, tiles, icc, exif, extra, coded_size)
+    expected = num_tiles(c.coded_width, c.coded_height, header.tile_size)
     if len(tiles) != expected:
         raise FormatError(f"file has {len(tiles)} tiles, its header needs {expected}")
     for i, t in enumerate(tiles):
         if t.index != i:
             raise FormatError(f"tile {i} is out of order (index {t.index})")
-    return Container(header, tiles, icc, exif, extra, coded_size)
+    return c
 
 
 def _name(kind: bytes) -> str:

@@ -419,8 +419,7 @@ def encode(
     else:
         coded, a, quality = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
     levels = levels_for_quality(m, a, quality)[0]
-    resampled = coded if coded != (w, h) else None
-    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, resampled)
+    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded)
 
 
 def fit_rate(
@@ -457,8 +456,8 @@ def write_tokens(
     coded: tuple[int, int] | None = None,
 ) -> bytes:
     """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes
-    for a width x height image; `coded` is the (width, height) of the tokens' picture when it
-    differs (resampled coding)."""
+    for a width x height image; `coded` is the (width, height) of the tokens' picture, which gets
+    an RSMP chunk where it differs from the image's (resampled coding)."""
     schedule = schedule or Schedule()
     header = bitstream.Header(
         width, height, color, TILE_SIZE, m.model_id, *_header_shares(levels), schedule.periods, PRECISION
@@ -478,7 +477,8 @@ def write_tokens(
 
     grid = _tile_grid(*levels.shape)
     tiles = _map_tiles(lambda i: encode_tile(i, *grid[i]), len(grid), workers)
-    return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif, coded_size=coded))
+    resampled = coded if coded and coded != (width, height) else None
+    return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif, coded_size=resampled))
 
 
 def decode_tokens(
