@@ -25,9 +25,17 @@ from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_pr
 from dqcodec.errors import DQCError, FormatError, IntegrityError
 from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_from_checkpoint
 from dqcodec.models.dqvae import LEVEL_STRIDES, NUM_LEVELS, Tokens, rank_levels
-from dqcodec.rdo import choose_levels, region_distortion
+from dqcodec.rdo import RegionCosts, choose_levels, region_distortion, region_rate
 from dqcodec.resample import resize
-from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
+from dqcodec.tokens import (
+    KIND_MAP,
+    KIND_SCALE,
+    MAX_REGIONS,
+    POS_OFFSET,
+    Schedule,
+    TileTokens,
+    tile_tokens,
+)
 
 TILE_SIZE = 16 * MAX_REGIONS
 PRIOR_THREADS = 1  # the prior's coding passes always run on this many threads (bit-exactness)
@@ -250,7 +258,7 @@ class Analysis:
 
     score: torch.Tensor  # (h, w) DGC gate scores
     idx: tuple[torch.Tensor, ...]  # code indices of every level, everywhere
-    distortion: torch.Tensor | None = None  # (3, h, w) squared error per region at each level (tune "psnr")
+    costs: RegionCosts | None = None  # distortion and rate of every region at every level (tune "psnr")
 
 
 TRANSFORM_TILE = 1024  # pixels; larger images go through the DQ-VAE in tiles (its memory grows with area)
@@ -305,15 +313,15 @@ def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DE
     vae = m.vae.to(device)
     latents, score = _encode_tiled(vae, _pad16(x).to(device) * 2 - 1)
     idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
-    distortion = None
+    costs = None
     if tune == "psnr" and not m.fixed_grid:
         h, w = x.shape[-2:]
         original = (x[0] * 255).round().to(torch.uint8)
-        decoded = torch.stack(
-            [_decode_uint8(m, torch.full(score.shape[1:], lv), idx, w, h, device) for lv in range(NUM_LEVELS)]
-        )
+        uniform = [torch.full(score.shape[1:], lv) for lv in range(NUM_LEVELS)]
+        decoded = torch.stack([_decode_uint8(m, lv, idx, w, h, device) for lv in uniform])
         distortion = region_distortion(decoded, original)
-    return Analysis(score[0].float().cpu(), idx, distortion)
+        costs = RegionCosts(distortion, region_rate(distortion.shape[1:]), h * w)
+    return Analysis(score[0].float().cpu(), idx, costs)
 
 
 def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[torch.Tensor, int, int]:
@@ -326,8 +334,8 @@ def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[tor
     if m.fixed_grid:
         share_fine, share_medium = quality_to_shares(quality, fixed_grid=True)
         levels = torch.full(a.score.shape, 2 if share_fine else 1 if share_medium else 0, dtype=torch.long)
-    elif a.distortion is not None:
-        levels = choose_levels(a.distortion, quality)
+    elif a.costs is not None:
+        levels = choose_levels(a.costs, quality)
     else:
         shares = (torch.tensor([s]) for s in quality_to_shares(quality))
         levels = rank_levels(a.score[None], *shares)[0]
@@ -350,12 +358,24 @@ def estimate_bits(
     grid = _tile_grid(*levels.shape)
 
     def tile_bits(i: int) -> float:
-        y0, x0, th, tw = grid[i]
-        t = tile_tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw), schedule)
-        bits = m.prior.loss_bits(t.kind[None], t.pos[None], t.value[None], t.group[None], torch.ones(1, len(t.kind)))
+        bits = _token_bits(m, levels, idx, schedule, grid[i])[1]
         return float(bits.sum()) + 8 * (24 + 2)  # chunk + tile header, about half a coder word of flush
 
     return sum(_map_tiles(tile_bits, len(grid), workers)) + 8 * 69  # signature, version, HEAD, END
+
+
+def _token_bits(
+    m: LoadedModel,
+    levels: torch.Tensor,
+    idx: tuple[torch.Tensor, ...],
+    schedule: Schedule,
+    tile: tuple[int, int, int, int],
+) -> tuple[TileTokens, torch.Tensor]:
+    """One tile's tokens and the bits of each under the prior (teacher forcing)."""
+    y0, x0, th, tw = tile
+    t = tile_tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw), schedule)
+    bits = m.prior.loss_bits(t.kind[None], t.pos[None], t.value[None], t.group[None], torch.ones(1, len(t.kind)))
+    return t, bits[0]
 
 
 def _tile_idx(idx: tuple[torch.Tensor, ...], y0: int, x0: int, th: int, tw: int) -> tuple[torch.Tensor, ...]:

@@ -7,15 +7,33 @@ import torch
 
 import dqcodec
 from dqcodec import DQCError, rdo
-from dqcodec.codec import analyze, decode_tokens, image_to_tensor, levels_for_quality, load_model
+from dqcodec.codec import (
+    analyze,
+    decode_tokens,
+    image_to_tensor,
+    levels_for_quality,
+    load_model,
+)
 from dqcodec.models.dqvae import rank_levels
 from tests.conftest import synthetic_image
 
 
-def test_lambda_falls_with_quality() -> None:
-    lams = [rdo.lagrange_multiplier(q) for q in (0, 10, 50, 90, 100)]
-    assert math.isinf(lams[0]) and lams[-1] == 0
-    assert lams[1] > lams[2] == rdo.LAMBDA_MID > lams[3] > lams[4]
+def costs(distortion: list[list[float]], rate: list[list[float]], pixels: int = 512) -> rdo.RegionCosts:
+    """Costs of regions in one row: distortion[level][region], rate[level][region]."""
+    d, r = (torch.tensor(v, dtype=torch.float64)[:, None, :] for v in (distortion, rate))
+    return rdo.RegionCosts(d, r, pixels)
+
+
+def test_region_rate_is_the_constant_per_level() -> None:
+    r = rdo.region_rate((2, 3))
+    assert r.shape == (3, 2, 3)
+    assert r[:, 1, 2].tolist() == list(rdo.REGION_BITS)
+
+
+def test_slope_falls_with_quality() -> None:
+    slopes = [rdo.psnr_slope(q) for q in (0, 10, 50, 90, 100)]
+    assert math.isinf(slopes[0]) and slopes[-1] == 0
+    assert slopes[1] > slopes[2] == rdo.SLOPE_MID > slopes[3] > slopes[4]
 
 
 def test_region_distortion_sums_squared_error_per_region_ignoring_padding() -> None:
@@ -30,33 +48,51 @@ def test_region_distortion_sums_squared_error_per_region_ignoring_padding() -> N
 
 def test_choose_levels_trades_distortion_for_rate() -> None:
     # region 0 gains a lot from finer levels, region 1 nothing
-    d = torch.tensor([[1e6, 100.0], [2e5, 100.0], [1e3, 100.0]]).reshape(3, 1, 2)
-    assert rdo.choose_levels(d, 0).tolist() == [[0, 0]]
-    assert rdo.choose_levels(d, 100).tolist() == [[2, 0]]  # ties go to the cheaper level
-    mid = rdo.choose_levels(d, 50)[0]
+    c = costs([[1e6, 100.0], [2e5, 100.0], [1e3, 100.0]], [[8, 8], [30, 30], [70, 70]])
+    assert rdo.choose_levels(c, 0).tolist() == [[0, 0]]
+    assert rdo.choose_levels(c, 100).tolist() == [[2, 0]]  # ties go to the cheaper level
+    mid = rdo.choose_levels(c, 50)[0]
     assert mid[1] == 0 and mid[0] > 0
 
 
-def test_rd_map_has_least_distortion_among_maps_with_its_level_counts() -> None:
+def test_cheaper_region_gets_the_finer_level() -> None:
+    # same distortions, but region 1's fine codes cost the prior far fewer bits
+    c = costs([[5e4, 5e4], [1e4, 1e4]], [[10, 10], [200, 40]])
+    lam = 300.0
+    assert rdo.levels_at(c, lam).tolist() == [[0, 1]]
+
+
+def test_map_depends_on_relative_error_only() -> None:
+    # PSNR falls with log error: an image with every error 10x larger gets the same map
+    c = costs([[4e5, 9e4, 3e4, 2e3], [1e5, 3e4, 2e4, 1e3], [2e4, 1e4, 1e4, 9e2]], [[9] * 4, [30] * 4, [70] * 4])
+    c10 = rdo.RegionCosts(c.distortion * 10, c.rate, c.pixels)
+    for q in (20, 50, 80):
+        assert torch.equal(rdo.choose_levels(c, q), rdo.choose_levels(c10, q))
+        assert rdo.multiplier(c10, q) == pytest.approx(10 * rdo.multiplier(c, q))
+    assert len(set(rdo.choose_levels(c, 50)[0].tolist())) > 1  # a mixed map, so the check says something
+
+
+def test_rd_map_has_least_lagrangian_cost_among_maps_with_its_level_counts() -> None:
     img = synthetic_image(128, 96, seed=3)
     m = load_model()
     a = analyze(m, image_to_tensor(img)[0], tune="psnr")
-    assert a.distortion is not None
+    assert a.costs is not None
     rd, _, _ = levels_for_quality(m, a, 60)
     n = rd.numel()
     shares = [torch.tensor([(rd == lv).sum().item() / n]) for lv in (2, 1)]
-    gate = rank_levels(a.score[None], *shares)[0]  # the gate's ranking with the same counts (same rate)
+    gate = rank_levels(a.score[None], *shares)[0]  # the gate's ranking with the same counts
     assert all((gate == lv).sum() == (rd == lv).sum() for lv in range(3))
     assert 0 < (rd == 0).sum() < n  # a mixed map, so the comparison says something
-    total = lambda lv: a.distortion.gather(0, lv[None]).sum().item()  # noqa: E731
-    assert total(rd) <= total(gate)
+    lam = rdo.multiplier(a.costs, 60)
+    cost = lambda lv: (a.costs.distortion + lam * a.costs.rate).gather(0, lv[None]).sum().item()  # noqa: E731
+    assert cost(rd) <= cost(gate)
 
 
 def test_tune_psnr_codes_the_rd_map() -> None:
     img = synthetic_image(160, 128, seed=7)
     m = load_model()
     x = image_to_tensor(img)[0]
-    assert analyze(m, x).distortion is None  # the default tune does not measure
+    assert analyze(m, x).costs is None  # the default tune does not measure
     rd_map = levels_for_quality(m, analyze(m, x, tune="psnr"), 60)[0]
     gate_map = levels_for_quality(m, analyze(m, x), 60)[0]
     assert not torch.equal(rd_map, gate_map)
