@@ -27,15 +27,7 @@ from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_fr
 from dqcodec.models.dqvae import LEVEL_STRIDES, NUM_LEVELS, Tokens, rank_levels
 from dqcodec.rdo import RegionCosts, choose_levels, region_distortion, region_rate
 from dqcodec.resample import resize
-from dqcodec.tokens import (
-    KIND_MAP,
-    KIND_SCALE,
-    MAX_REGIONS,
-    POS_OFFSET,
-    Schedule,
-    TileTokens,
-    tile_tokens,
-)
+from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
 TILE_SIZE = 16 * MAX_REGIONS
 PRIOR_THREADS = 1  # the prior's coding passes always run on this many threads (bit-exactness)
@@ -358,24 +350,12 @@ def estimate_bits(
     grid = _tile_grid(*levels.shape)
 
     def tile_bits(i: int) -> float:
-        bits = _token_bits(m, levels, idx, schedule, grid[i])[1]
+        y0, x0, th, tw = grid[i]
+        t = tile_tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw), schedule)
+        bits = m.prior.loss_bits(t.kind[None], t.pos[None], t.value[None], t.group[None], torch.ones(1, len(t.kind)))
         return float(bits.sum()) + 8 * (24 + 2)  # chunk + tile header, about half a coder word of flush
 
     return sum(_map_tiles(tile_bits, len(grid), workers)) + 8 * 69  # signature, version, HEAD, END
-
-
-def _token_bits(
-    m: LoadedModel,
-    levels: torch.Tensor,
-    idx: tuple[torch.Tensor, ...],
-    schedule: Schedule,
-    tile: tuple[int, int, int, int],
-) -> tuple[TileTokens, torch.Tensor]:
-    """One tile's tokens and the bits of each under the prior (teacher forcing)."""
-    y0, x0, th, tw = tile
-    t = tile_tokens(levels[y0 : y0 + th, x0 : x0 + tw], _tile_idx(idx, y0, x0, th, tw), schedule)
-    bits = m.prior.loss_bits(t.kind[None], t.pos[None], t.value[None], t.group[None], torch.ones(1, len(t.kind)))
-    return t, bits[0]
 
 
 def _tile_idx(idx: tuple[torch.Tensor, ...], y0: int, x0: int, th: int, tw: int) -> tuple[torch.Tensor, ...]:
