@@ -110,7 +110,7 @@ def open_image(src: str, allow_large: bool) -> Image.Image:
 class EncodeSettings:
     quality: float
     target_bpp: float | None
-    model: str
+    model: str | None  # None: the default model (encoding), the file's (decoding)
     tune: str
     scale: float | None = None
 
@@ -133,7 +133,7 @@ def encode_file(
         img,
         quality=settings.quality,
         target_bpp=settings.target_bpp,
-        model=settings.model,
+        model=settings.model or "dq",
         tune=settings.tune,
         scale=settings.scale,
         icc_profile=img.info.get("icc_profile"),
@@ -145,7 +145,7 @@ def encode_file(
     return data, img.size
 
 
-def decode_file(src: str, out: str, model: str, overwrite: bool, threads: int | None, device: str) -> None:
+def decode_file(src: str, out: str, model: str | None, overwrite: bool, threads: int | None, device: str) -> None:
     import dqcodec
     from dqcodec.errors import DQCError
 
@@ -243,13 +243,13 @@ def encode(
 @main.command()
 @click.argument("src")
 @click.option("-o", "--output", "dst", help="output image ('-' = PNG on stdout; default: SRC with .png)")
-@click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
+@click.option("--model", type=click.Choice(["dq", "vqgan"]), help="refuse files of another [default: the file's]")
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="for the transform"
 )
-def decode(src: str, dst: str | None, model: str, overwrite: bool, threads: int | None, device: str) -> None:
+def decode(src: str, dst: str | None, model: str | None, overwrite: bool, threads: int | None, device: str) -> None:
     """Decompress a .dqc file to PNG (or any format Pillow writes, by extension)."""
 
     def go() -> None:
@@ -270,6 +270,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
 
     def go() -> None:
         from dqcodec import bitstream
+        from dqcodec.codec import MODELS, model_id
 
         data = _read_input(src)
         if map_path:
@@ -288,6 +289,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
             "tile_size": h.tile_size,
             "tiles": len(c.tiles),
             "model_id": h.model_id.hex(),
+            "model": next((n for n in MODELS if model_id(n) == h.model_id), "not shipped with this dqc"),
             "share_fine": h.share_fine / 65535,
             "share_medium": h.share_medium / 65535,
             "schedule": list(h.periods),
@@ -334,7 +336,7 @@ def _init_worker() -> None:
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC to PNG instead")
-@click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
+@click.option("--model", type=click.Choice(["dq", "vqgan"]), help="[default: dq; with --decode: each file's]")
 @TUNE_OPTION
 @SCALE_OPTION
 @click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="worker processes [default: CPU cores]")
@@ -346,7 +348,7 @@ def batch(
     quality: float,
     target_bpp: float | None,
     decode_mode: bool,
-    model: str,
+    model: str | None,
     tune: str,
     scale: float | None,
     jobs: int | None,

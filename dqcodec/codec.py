@@ -22,7 +22,7 @@ from PIL import Image
 
 from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
-from dqcodec.errors import DQCError, FormatError, IntegrityError
+from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError
 from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_from_checkpoint
 from dqcodec.models.dqvae import LEVEL_STRIDES, NUM_LEVELS, Tokens, rank_levels
 from dqcodec.rdo import RegionCosts, choose_levels, region_distortion, region_rate
@@ -60,17 +60,38 @@ def _load_state(raw: bytes) -> dict:
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
 
 
-@cache
-def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
-    """Load shipped weights (fp16 on disk, fp32 in memory)."""
+def _weights(name: str) -> tuple[bytes, bytes]:
     if name not in MODELS:
         raise DQCError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     root = resources.files("dqcodec") / "weights"
     vae_raw, prior_raw = ((root / f).read_bytes() for f in MODELS[name])
-    model_id = hashlib.sha256(vae_raw + prior_raw).digest()[: bitstream.MODEL_ID_BYTES]
+    return vae_raw, prior_raw
+
+
+@cache
+def model_id(name: str) -> bytes:
+    """The id a file made with shipped model `name` carries: a hash of its two weight files."""
+    vae_raw, prior_raw = _weights(name)
+    return hashlib.sha256(vae_raw + prior_raw).digest()[: bitstream.MODEL_ID_BYTES]
+
+
+@cache
+def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
+    """Load shipped weights (fp16 on disk, fp32 in memory)."""
+    vae_raw, prior_raw = _weights(name)
     vae_ck, prior_ck = _load_state(vae_raw), _load_state(prior_raw)
     fixed = bool(vae_ck.get("meta", {}).get("fixed_grid", False))
-    return LoadedModel(name, dqvae_from_checkpoint(vae_ck), prior_from_checkpoint(prior_ck), model_id, fixed)
+    return LoadedModel(name, dqvae_from_checkpoint(vae_ck), prior_from_checkpoint(prior_ck), model_id(name), fixed)
+
+
+def model_of(data: bytes) -> str:
+    """The shipped model a .dqc file was made with (from its header's model id)."""
+    made_with = bitstream.read(data).header.model_id
+    for name in MODELS:
+        if model_id(name) == made_with:
+            return name
+    shipped = ", ".join(f"{model_id(n).hex()} ({n})" for n in MODELS)
+    raise ModelMismatchError(f"file was made with model {made_with.hex()}, which this dqc does not have: {shipped}")
 
 
 def quality_to_shares(quality: float, fixed_grid: bool = False) -> tuple[float, float]:
@@ -482,10 +503,11 @@ def write_tokens(
 
 
 def decode_tokens(
-    data: bytes, model: str = DEFAULT_MODEL, workers: int | None = None
+    data: bytes, model: str | None = None, workers: int | None = None
 ) -> tuple[bitstream.Container, Tokens]:
-    """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens."""
-    m = load_model(model)
+    """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens.
+    `model` None: the shipped model the file was made with."""
+    m = load_model(model or model_of(data))
     c = bitstream.read(data, expected_model_id=m.model_id)
     hd = c.header
     if hd.tile_size != TILE_SIZE:
@@ -563,8 +585,10 @@ def reconstruct(
     return resize(y, width, height).permute(1, 2, 0).numpy()
 
 
-def decode(data: bytes, model: str = DEFAULT_MODEL, workers: int | None = None, device: str = "cpu") -> Image.Image:
-    """Decompress .dqc bytes to a PIL image (mode RGB or L, ICC profile and EXIF attached)."""
+def decode(data: bytes, model: str | None = None, workers: int | None = None, device: str = "cpu") -> Image.Image:
+    """Decompress .dqc bytes to a PIL image (mode RGB or L, ICC profile and EXIF attached).
+    `model` None: the shipped model the file was made with; a name: that one, or ModelMismatchError."""
+    model = model or model_of(data)
     c, tokens = decode_tokens(data, model, workers)
     rgb = reconstruct(tokens, c.header.width, c.header.height, model, device, c.coded_size)
     img = Image.fromarray(rgb, "RGB")

@@ -37,6 +37,16 @@ def test_encode_decode_info(photo: Path, tmp_path: Path) -> None:
     assert info["width"] == 72 and info["height"] == 40 and info["bytes"] == dqc_file.stat().st_size
 
 
+def test_decode_finds_the_files_model(photo: Path, tmp_path: Path) -> None:
+    coded = tmp_path / "vq.dqc"
+    assert dqc("encode", str(photo), "--model", "vqgan", "-o", str(coded)).returncode == 0
+    assert json.loads(dqc("info", str(coded), "--json").stdout)["model"] == "vqgan"
+    r = dqc("decode", str(coded), "-o", str(tmp_path / "vq.png"))
+    assert r.returncode == 0, r.stderr
+    _one_line_error(dqc("decode", str(coded), "--model", "dq", "-o", str(tmp_path / "dq.png")), 4)
+    assert not (tmp_path / "dq.png").exists()
+
+
 def test_stdin_stdout(photo: Path) -> None:
     enc = dqc("encode", "-", "-o", "-", stdin=photo.read_bytes())
     assert enc.returncode == 0 and enc.stdout.startswith(b"\x89DQC")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,16 @@ from PIL import Image
 
 import dqcodec
 from dqcodec import bitstream
-from dqcodec.codec import analyze, decode_tokens, image_to_tensor, levels_for_quality, load_model, reconstruct
+from dqcodec.codec import (
+    analyze,
+    decode_tokens,
+    image_to_tensor,
+    levels_for_quality,
+    load_model,
+    model_id,
+    model_of,
+    reconstruct,
+)
 from tests.conftest import synthetic_image
 
 
@@ -90,6 +101,19 @@ def test_unsupported_modes_are_refused(mode: str) -> None:
 def test_wrong_model_file_is_refused(small_file: bytes) -> None:
     with pytest.raises(dqcodec.ModelMismatchError):
         dqcodec.decode(small_file, model="vqgan")
+
+
+def test_decode_uses_the_files_model(small_image: Image.Image) -> None:
+    data = dqcodec.encode(small_image, quality=50, model="vqgan")
+    assert model_of(data) == "vqgan"
+    assert np.array_equal(np.asarray(dqcodec.decode(data)), np.asarray(dqcodec.decode(data, model="vqgan")))
+
+
+def test_file_of_a_model_not_shipped_is_refused(small_file: bytes) -> None:
+    c = bitstream.read(small_file)
+    other = bitstream.write(dataclasses.replace(c, header=dataclasses.replace(c.header, model_id=bytes(16))))
+    with pytest.raises(dqcodec.ModelMismatchError, match=f"0{{32}}.*{model_id('dq').hex()} \\(dq\\)"):
+        dqcodec.decode(other)
 
 
 def test_pillow_plugin_opens_dqc(tmp_path, small_file: bytes) -> None:
