@@ -221,11 +221,20 @@ def _tile_grid(rh: int, rw: int) -> list[tuple[int, int, int, int]]:
 
 
 def image_to_tensor(img: Image.Image) -> tuple[torch.Tensor, int]:
-    """PIL image -> (1, 3, H, W) float in [0, 1] and the container color mode."""
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        raise DQCError("images with an alpha channel are not supported; flatten or drop the alpha first")
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        raise DQCError(f"{img.mode} images (16-bit or float) are not supported; convert to 8-bit first")
+    """PIL image -> (1, 3, H, W) float in [0, 1] and the container color mode.
+
+    A fully opaque alpha channel is dropped and 16-bit grayscale is rounded to 8 bits (as Pillow
+    already does for 16-bit RGB); real transparency and 32-bit or float pictures are refused."""
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        if img.getchannel("A").getextrema()[0] < 255:
+            raise DQCError("images with transparency are not supported; flatten them onto a background first")
+        img = img.convert("L" if img.mode == "LA" else "RGB")
+    if img.mode.startswith("I;16"):
+        img = Image.fromarray(np.round(np.asarray(img, dtype=np.float64) / 257).astype(np.uint8), "L")
+    if img.mode in ("I", "F"):
+        raise DQCError(f"{img.mode} images (32-bit integer or float) are not supported; convert to 8-bit first")
     color = bitstream.COLOR_GRAY if img.mode in ("L", "1") else bitstream.COLOR_RGB
     rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255.0, color

@@ -91,11 +91,31 @@ def test_icc_and_exif_are_carried(small_image: Image.Image) -> None:
     assert out.info["icc_profile"] == b"fake-icc" and out.info["exif"] == b"Exif\0\0fake"
 
 
-@pytest.mark.parametrize("mode", ["RGBA", "I;16"])
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "I", "F"])
 def test_unsupported_modes_are_refused(mode: str) -> None:
-    img = Image.new(mode, (16, 16))
+    img = Image.new(mode, (16, 16))  # alpha 0: transparent
     with pytest.raises(dqcodec.DQCError):
         dqcodec.encode(img)
+
+
+def test_transparent_palette_image_is_refused(small_image: Image.Image) -> None:
+    img = small_image.convert("P")
+    img.info["transparency"] = img.getpixel((0, 0))  # one colour of the picture is transparent
+    with pytest.raises(dqcodec.DQCError, match="transparency"):
+        dqcodec.encode(img)
+
+
+def test_opaque_alpha_is_dropped(small_image: Image.Image) -> None:
+    rgba = small_image.copy()
+    rgba.putalpha(255)
+    assert dqcodec.encode(rgba, quality=30) == dqcodec.encode(small_image, quality=30)
+
+
+def test_16_bit_gray_is_rounded_to_8_bits(small_image: Image.Image) -> None:
+    gray = np.asarray(small_image.convert("L"))
+    img16 = Image.fromarray(gray.astype(np.uint16) * 257 + 100)  # mode I;16; +100 rounds away
+    assert img16.mode == "I;16"
+    assert dqcodec.encode(img16, quality=30) == dqcodec.encode(Image.fromarray(gray), quality=30)
 
 
 def test_wrong_model_file_is_refused(small_file: bytes) -> None:
