@@ -101,9 +101,27 @@ def open_image(src: str, allow_large: bool) -> Image.Image:
         raise DQCError(f"{src}: broken image file ({e})") from None
     icc = img.info.get("icc_profile")
     out = ImageOps.exif_transpose(img) or img
+    if icc and out.mode == "CMYK":
+        rgb = _cmyk_to_srgb(out, icc)
+        rgb.info.update({k: v for k, v in out.info.items() if k == "exif"})
+        return rgb
     if icc:
         out.info["icc_profile"] = icc
     return out
+
+
+def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
+    """A CMYK picture through its ICC profile to sRGB (dqc codes RGB); Pillow's plain conversion
+    where the profile does not work. No profile is attached: sRGB is what a picture without one means."""
+    from PIL import ImageCms
+
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        rgb = ImageCms.profileToProfile(img, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError):
+        return img.convert("RGB")
+    rgb.info.pop("icc_profile", None)
+    return rgb
 
 
 @dataclass(frozen=True)

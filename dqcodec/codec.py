@@ -241,6 +241,8 @@ def image_to_tensor(img: Image.Image) -> tuple[torch.Tensor, int]:
 
 
 RSMP_BITS = 8 * 20  # the RSMP chunk of a resampled file
+# the colour space field of an ICC profile's header (bytes 16-19; 36-39 hold the signature "acsp")
+ICC_SPACE = {bitstream.COLOR_RGB: b"RGB ", bitstream.COLOR_GRAY: b"GRAY"}
 
 
 def scales_for_bpp(target_bpp: float) -> list[float]:
@@ -434,7 +436,8 @@ def encode(
     ignored). `tune` says how regions get their granularity (see TUNES). `scale` resamples the
     picture before coding (the decoder restores the size); by default 1, or for `target_bpp` the
     scale of its rate band (see `fit_rate`). The transform runs on `device`; the prior always on
-    the CPU (bit-exactness); tiles go through the prior on `workers` threads."""
+    the CPU (bit-exactness); tiles go through the prior on `workers` threads. An ICC profile
+    for another colour space than the coded picture's (a CMYK one, say) is left out."""
     m = load_model(model)
     if target_bpp is None:
         _check_quality(quality)
@@ -442,6 +445,8 @@ def encode(
         raise DQCError(f"target bpp must be positive, got {target_bpp}")
     schedule = schedule or Schedule()
     x, color = image_to_tensor(img)
+    if icc_profile and icc_profile[36:40] == b"acsp" and icc_profile[16:20] != ICC_SPACE[color]:
+        icc_profile = None
     h, w = x.shape[-2:]
     if target_bpp is None:
         coded = coded_size(w, h, scale or 1.0)

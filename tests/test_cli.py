@@ -2,12 +2,16 @@
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
+
+import dqcodec
 
 DQC = shutil.which("dqc") or str(Path(sys.executable).parent / "dqc")
 
@@ -154,3 +158,51 @@ def test_scale_option(photo: Path, tmp_path: Path) -> None:
     assert Image.open(tmp_path / "s.png").size == (72, 40)
     r = dqc("encode", str(photo), "-o", str(tmp_path / "x.dqc"), "--scale", "5")
     assert r.returncode == 2 and not (tmp_path / "x.dqc").exists()
+
+
+def _s15(x: float) -> bytes:
+    return struct.pack(">i", round(x * 65536))
+
+
+def cmyk_profile() -> bytes:
+    """A minimal ICC v2 CMYK printer profile: paper white without ink, neutral L* 20 with any."""
+    desc = b"test CMYK\0"
+    grid, inputs, outputs = 2, 4, 3
+    lut = b"mft2" + bytes(4) + bytes([inputs, outputs, grid, 0])
+    lut += b"".join(_s15(float(i == j)) for i in range(3) for j in range(3)) + struct.pack(">HH", 2, 2)
+    lut += struct.pack(">HH", 0, 0xFFFF) * inputs
+    lut += b"".join(struct.pack(">HHH", 0xFF00 if i == 0 else 0x3300, 0x8000, 0x8000) for i in range(grid**inputs))
+    lut += struct.pack(">HH", 0, 0xFFFF) * outputs
+    d50 = _s15(0.9642) + _s15(1.0) + _s15(0.8249)
+    tags = [
+        (b"desc", b"desc" + bytes(4) + struct.pack(">I", len(desc)) + desc + bytes(78)),
+        (b"wtpt", b"XYZ " + bytes(4) + d50),
+        (b"cprt", b"text" + bytes(4) + b"none\0"),
+        (b"A2B0", lut),
+    ]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = b"", b""
+    for sig, data in tags:
+        data += bytes(-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = struct.pack(">I", offset + len(body)) + bytes(4) + struct.pack(">I", 0x02100000) + b"prtrCMYKLab "
+    header += bytes(12) + b"acsp" + bytes(28) + d50 + bytes(48)
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_cmyk_goes_through_its_profile_to_rgb(tmp_path: Path) -> None:
+    from dqcodec.cli.main import open_image
+
+    inks = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255]]], np.uint8)
+    Image.fromarray(inks, "CMYK").save(tmp_path / "print.tif", icc_profile=cmyk_profile())
+    img = open_image(str(tmp_path / "print.tif"), allow_large=False)
+    rgb = np.asarray(img).astype(int)
+    assert img.mode == "RGB" and "icc_profile" not in img.info
+    assert rgb[0, 0].tolist() == [255, 255, 255]
+    assert rgb[0, 1].max() - rgb[0, 1].min() <= 1 and rgb[0, 1, 0] < 128  # neutral dark, not cyan (0, 255, 255)
+
+
+def test_profile_of_another_colour_space_is_left_out(small_image: Image.Image) -> None:
+    data = dqcodec.encode(small_image, quality=0, icc_profile=cmyk_profile())
+    assert "icc_profile" not in dqcodec.decode(data).info
