@@ -38,7 +38,7 @@ def _run(fn):  # noqa: ANN001, ANN202
     except DQCError as e:
         _fail(str(e))
     except OSError as e:
-        _fail(f"{e.filename or ''} {e.strerror or e}".strip())
+        _fail(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
 
 
 def _read_input(src: str) -> bytes:
@@ -49,13 +49,17 @@ def _read_input(src: str) -> bytes:
 
 def _write_output(dst: str, data: bytes) -> None:
     """Write to stdout or atomically to a file (callers check `_check_output` before the work)."""
+    from dqcodec.errors import DQCError
     from dqcodec.fileio import write_atomic
 
     if dst == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    write_atomic(Path(dst), lambda f: f.write(data))
+    try:
+        write_atomic(Path(dst), lambda f: f.write(data))
+    except OSError as e:  # name the output, not the temp file beside it
+        raise DQCError(f"{dst}: cannot write it ({e.strerror or e})") from None
 
 
 # larger images need --allow-large (time and memory grow with the pixel count)
@@ -77,7 +81,14 @@ def _setup(threads: int | None, device: str) -> None:
 def _check_output(out: str, overwrite: bool) -> None:
     from dqcodec.errors import DQCError
 
-    if out != "-" and Path(out).exists() and not overwrite:
+    if out == "-":
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise DQCError(f"{out} is a folder; name the output file")
+    if not path.parent.is_dir():
+        raise DQCError(f"{out}: there is no folder {path.parent}")
+    if path.exists() and not overwrite:
         raise DQCError(f"{out} exists (use --overwrite to replace it)")
 
 

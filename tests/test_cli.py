@@ -79,7 +79,12 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path: Path) -> No
     _one_line_error(dqc("decode", str(junk), "-o", str(tmp_path / "x.png")), 1)
     Image.new("RGBA", (20, 20)).save(tmp_path / "alpha.png")
     _one_line_error(dqc("encode", str(tmp_path / "alpha.png")), 1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.png", "junk.png"]
+    Image.new("RGB", (20, 20)).save(tmp_path / "ok.png")
+    r = dqc("encode", str(tmp_path / "ok.png"), "-o", str(tmp_path / "nodir" / "ok.dqc"))
+    _one_line_error(r, 1)
+    assert b"there is no folder" in r.stderr
+    _one_line_error(dqc("encode", str(tmp_path / "ok.png"), "-o", str(tmp_path), "--overwrite"), 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.png", "junk.png", "ok.png"]
 
 
 def test_corrupt_file_is_reported_not_shown(photo: Path, tmp_path: Path) -> None:
