@@ -1,4 +1,5 @@
-"""Pillow plugin: after `import dqcodec`, `Image.open("x.dqc")` reads .dqc files."""
+"""Pillow plugin: after `import dqcodec`, `Image.open("x.dqc")` reads .dqc files and
+`im.save("x.dqc", quality=50)` writes them (options: quality, bpp, tune, scale, model, icc_profile, exif)."""
 
 from __future__ import annotations
 
@@ -34,7 +35,26 @@ class DqcImageFile(ImageFile.ImageFile):
         return Image.Image.load(self)
 
 
+def _save(im: Image.Image, fp, filename: str | bytes) -> None:  # noqa: ANN001 - Pillow's signature
+    from dqcodec.codec import DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TUNE, encode
+
+    opts = im.encoderinfo
+    exif = opts.get("exif")
+    data = encode(
+        im,
+        quality=opts.get("quality", DEFAULT_QUALITY),
+        target_bpp=opts.get("bpp"),
+        tune=opts.get("tune", DEFAULT_TUNE),
+        scale=opts.get("scale"),
+        model=opts.get("model", DEFAULT_MODEL),
+        icc_profile=opts.get("icc_profile", im.info.get("icc_profile")),
+        exif=exif.tobytes() if isinstance(exif, Image.Exif) else exif,
+    )
+    fp.write(data)
+
+
 def register() -> None:
     Image.register_open(DqcImageFile.format, DqcImageFile, _accept)
+    Image.register_save(DqcImageFile.format, _save)
     Image.register_extension(DqcImageFile.format, ".dqc")
     Image.register_mime(DqcImageFile.format, "image/x-dqc")

@@ -136,6 +136,13 @@ def test_file_of_a_model_not_shipped_is_refused(small_file: bytes) -> None:
         dqcodec.decode(other)
 
 
+def test_pillow_plugin_saves_dqc(tmp_path, small_image: Image.Image, small_file: bytes) -> None:
+    small_image.save(tmp_path / "x.dqc", quality=60)
+    assert (tmp_path / "x.dqc").read_bytes() == small_file  # small_file is quality 60
+    small_image.save(tmp_path / "y.dqc", bpp=0.5, tune="psnr")
+    assert (tmp_path / "y.dqc").read_bytes() == dqcodec.encode(small_image, target_bpp=0.5, tune="psnr")
+
+
 def test_pillow_plugin_opens_dqc(tmp_path, small_file: bytes) -> None:
     path = tmp_path / "x.dqc"
     path.write_bytes(small_file)
