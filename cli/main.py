@@ -105,6 +105,8 @@ def open_image(src: str, allow_large: bool) -> Image.Image:
             raise DQCError(
                 f"{src}: {img.width}x{img.height} is over the {MAX_PIXELS / 1e6:g} MP limit (use --allow-large)"
             )
+        if getattr(img, "n_frames", 1) > 1:
+            raise DQCError(f"{src}: has {img.n_frames} frames (animation or pages); dqc codes one picture")
         img.load()
     except Image.UnidentifiedImageError:
         raise DQCError(f"{src}: not an image format dqc can read") from None

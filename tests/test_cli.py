@@ -79,12 +79,15 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path: Path) -> No
     _one_line_error(dqc("decode", str(junk), "-o", str(tmp_path / "x.png")), 1)
     Image.new("RGBA", (20, 20)).save(tmp_path / "alpha.png")
     _one_line_error(dqc("encode", str(tmp_path / "alpha.png")), 1)
+    frames = [Image.new("RGB", (20, 20), c) for c in ("red", "blue")]
+    frames[0].save(tmp_path / "anim.webp", save_all=True, append_images=frames[1:])
+    _one_line_error(dqc("encode", str(tmp_path / "anim.webp")), 1)
     Image.new("RGB", (20, 20)).save(tmp_path / "ok.png")
     r = dqc("encode", str(tmp_path / "ok.png"), "-o", str(tmp_path / "nodir" / "ok.dqc"))
     _one_line_error(r, 1)
     assert b"there is no folder" in r.stderr
     _one_line_error(dqc("encode", str(tmp_path / "ok.png"), "-o", str(tmp_path), "--overwrite"), 1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.png", "junk.png", "ok.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alpha.png", "anim.webp", "junk.png", "ok.png"]
 
 
 def test_corrupt_file_is_reported_not_shown(photo: Path, tmp_path: Path) -> None:
