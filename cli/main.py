@@ -64,7 +64,15 @@ def _write_output(dst: str, data: bytes) -> None:
 
 # larger images need --allow-large (time and memory grow with the pixel count)
 MAX_PIXELS = int(os.environ.get("DQC_MAX_PIXELS", 64 * 10**6))
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".avif", ".jxl", ".tif", ".tiff", ".bmp"}
+
+
+def _optional_formats() -> None:
+    """JPEG XL through pillow-jxl-plugin, where it is installed (Pillow 13 has no JPEG XL of its own)."""
+    try:
+        import pillow_jxl  # noqa: F401
+    except ImportError:
+        pass
 
 
 def _setup(threads: int | None, device: str) -> None:
@@ -99,6 +107,7 @@ def open_image(src: str, allow_large: bool) -> Image.Image:
     from dqcodec.errors import DQCError
 
     Image.MAX_IMAGE_PIXELS = None  # dqc's own limit below; the header is read before any pixel
+    _optional_formats()
     try:
         img = Image.open(io.BytesIO(_read_input(src)))
         if img.width * img.height > MAX_PIXELS and not allow_large:
@@ -181,6 +190,7 @@ def decode_file(src: str, out: str, model: str | None, overwrite: bool, threads:
     from dqcodec.errors import DQCError
 
     _check_output(out, overwrite)
+    _optional_formats()
     fmt = "PNG" if out == "-" else Image.registered_extensions().get(Path(out).suffix.lower())
     if fmt is None or fmt == "DQC":
         raise DQCError(f"cannot tell an image format from {out!r}; use .png")
@@ -258,7 +268,7 @@ def encode(
     allow_large: bool,
     quiet: bool,
 ) -> None:
-    """Compress an image (PNG, JPEG, WebP, TIFF, BMP) to .dqc."""
+    """Compress an image (PNG, JPEG, WebP, AVIF, TIFF, BMP; JPEG XL with pillow-jxl-plugin) to .dqc."""
 
     def go() -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))

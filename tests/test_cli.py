@@ -51,6 +51,18 @@ def test_decode_finds_the_files_model(photo: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "dq.png").exists()
 
 
+@pytest.mark.parametrize("suffix", [".avif", ".jxl"])
+def test_decode_to_and_encode_from_other_formats(photo: Path, tmp_path: Path, suffix: str) -> None:
+    if suffix == ".jxl":
+        pytest.importorskip("pillow_jxl")
+    coded, picture = tmp_path / "a.dqc", tmp_path / f"a{suffix}"
+    assert dqc("encode", str(photo), "-o", str(coded)).returncode == 0
+    r = dqc("decode", str(coded), "-o", str(picture))
+    assert r.returncode == 0, r.stderr
+    r = dqc("encode", str(picture), "-o", str(tmp_path / "b.dqc"))
+    assert r.returncode == 0, r.stderr
+
+
 def test_stdin_stdout(photo: Path) -> None:
     enc = dqc("encode", "-", "-o", "-", stdin=photo.read_bytes())
     assert enc.returncode == 0 and enc.stdout.startswith(b"\x89DQC")
