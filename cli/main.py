@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,20 +26,37 @@ def _fail(message: str, code: int = EXIT_INPUT) -> None:
     sys.exit(code)
 
 
-def _run(fn):  # noqa: ANN001, ANN202
-    """Turn library errors into one-line messages and exit codes."""
+def _attempt(fn: Callable[[], object]) -> int:
+    """Run fn; a library or I/O error becomes a one-line message on stderr. Returns the exit code."""
     from dqcodec.errors import DQCError, IntegrityError, ModelMismatchError
 
     try:
-        return fn()
+        fn()
+        return 0
     except IntegrityError as e:
-        _fail(str(e), EXIT_INTEGRITY)
+        message, code = str(e), EXIT_INTEGRITY
     except ModelMismatchError as e:
-        _fail(str(e), EXIT_MODEL)
+        message, code = str(e), EXIT_MODEL
     except DQCError as e:
-        _fail(str(e))
+        message, code = str(e), EXIT_INPUT
     except OSError as e:
-        _fail(f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
+        message, code = (f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)), EXIT_INPUT
+    click.echo(f"dqc: error: {message}", err=True)
+    return code
+
+
+def _run(fn: Callable[[], object]) -> None:
+    if code := _attempt(fn):
+        sys.exit(code)
+
+
+def _run_each(srcs: tuple[str, ...], dst: str | None, fn: Callable[[str], object]) -> None:
+    """fn(src) for every input; a failing one is reported and the rest go on (exit code: the first failure's)."""
+    if len(srcs) > 1 and (dst or "-" in srcs):
+        raise click.UsageError("with several inputs, each output goes beside its input: no -o and no '-'")
+    codes = [_attempt(lambda src=src: fn(src)) for src in srcs]
+    if failed := [c for c in codes if c]:
+        sys.exit(failed[0])
 
 
 def _read_input(src: str) -> bytes:
@@ -240,7 +258,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("src")
+@click.argument("srcs", metavar="SRC...", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", help="output .dqc file ('-' = stdout; default: SRC with .dqc)")
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
@@ -255,7 +273,7 @@ def main() -> None:
 @click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
 @click.option("--quiet", is_flag=True, help="no summary line")
 def encode(
-    src: str,
+    srcs: tuple[str, ...],
     dst: str | None,
     quality: float,
     target_bpp: float | None,
@@ -268,21 +286,24 @@ def encode(
     allow_large: bool,
     quiet: bool,
 ) -> None:
-    """Compress an image (PNG, JPEG, WebP, AVIF, TIFF, BMP; JPEG XL with pillow-jxl-plugin) to .dqc."""
+    """Compress images (PNG, JPEG, WebP, AVIF, TIFF, BMP; JPEG XL with pillow-jxl-plugin) to .dqc.
 
-    def go() -> None:
+    Each SRC.ext becomes SRC.dqc unless -o names the output of a single input. A failing input is
+    reported and the others go on."""
+    settings = EncodeSettings(quality, target_bpp, model, tune, scale)
+
+    def go(src: str) -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))
-        _setup(threads, device)
-        settings = EncodeSettings(quality, target_bpp, model, tune, scale)
         data, (w, h) = encode_file(src, out, settings, overwrite, threads, device, allow_large)
         if out != "-" and not quiet:
             click.echo(f"{out}: {w}x{h}, {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp", err=True)
 
-    _run(go)
+    _run(lambda: _setup(threads, device))
+    _run_each(srcs, dst, go)
 
 
 @main.command()
-@click.argument("src")
+@click.argument("srcs", metavar="SRC...", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", help="output image ('-' = PNG on stdout; default: SRC with .png)")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), help="refuse files of another [default: the file's]")
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
@@ -290,15 +311,17 @@ def encode(
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="for the transform"
 )
-def decode(src: str, dst: str | None, model: str | None, overwrite: bool, threads: int | None, device: str) -> None:
-    """Decompress a .dqc file to PNG (or any format Pillow writes, by extension)."""
+def decode(
+    srcs: tuple[str, ...], dst: str | None, model: str | None, overwrite: bool, threads: int | None, device: str
+) -> None:
+    """Decompress .dqc files to PNG (or any format Pillow writes, by the extension of -o)."""
 
-    def go() -> None:
+    def go(src: str) -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".png")))
-        _setup(threads, device)
         decode_file(src, out, model, overwrite, threads, device)
 
-    _run(go)
+    _run(lambda: _setup(threads, device))
+    _run_each(srcs, dst, go)
 
 
 @main.command()

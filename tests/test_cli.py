@@ -63,6 +63,19 @@ def test_decode_to_and_encode_from_other_formats(photo: Path, tmp_path: Path, su
     assert r.returncode == 0, r.stderr
 
 
+def test_several_inputs(photo: Path, tmp_path: Path) -> None:
+    second = tmp_path / "second.png"
+    shutil.copy(photo, second)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    r = dqc("encode", str(photo), str(junk), str(second))
+    assert r.returncode == 1 and r.stderr.count(b"dqc: error:") == 1
+    assert photo.with_suffix(".dqc").exists() and second.with_suffix(".dqc").exists()
+    r = dqc("decode", str(photo.with_suffix(".dqc")), str(second.with_suffix(".dqc")), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert dqc("encode", str(photo), str(second), "-o", str(tmp_path / "x.dqc")).returncode == 2
+
+
 def test_stdin_stdout(photo: Path) -> None:
     enc = dqc("encode", "-", "-o", "-", stdin=photo.read_bytes())
     assert enc.returncode == 0 and enc.stdout.startswith(b"\x89DQC")
