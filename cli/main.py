@@ -334,7 +334,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
 
     def go() -> None:
         from dqcodec import bitstream
-        from dqcodec.codec import MODELS, model_id
+        from dqcodec.shipped import MODELS, model_id
 
         data = _read_input(src)
         if map_path:

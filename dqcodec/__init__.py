@@ -1,11 +1,25 @@
 """dqc: a learned lossy image codec with dynamic-granularity vector quantization."""
 
-from dqcodec.codec import decode, encode
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError
+from dqcodec.pillow_plugin import register as _register_pillow_plugin
+
+if TYPE_CHECKING:
+    from dqcodec.codec import decode, encode
 
 __version__ = "0.1.0"
 __all__ = ["encode", "decode", "DQCError", "FormatError", "IntegrityError", "ModelMismatchError", "__version__"]
 
-from dqcodec.pillow_plugin import register as _register_pillow_plugin  # noqa: E402
-
 _register_pillow_plugin()
+
+
+def __getattr__(name: str) -> object:
+    # encode and decode import torch (seconds); the CLI's help and `info` need neither
+    if name in ("encode", "decode"):
+        from dqcodec import codec
+
+        return getattr(codec, name)
+    raise AttributeError(f"module 'dqcodec' has no attribute {name!r}")

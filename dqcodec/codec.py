@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -12,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from typing import TypeVar
 
 import numpy as np
@@ -22,17 +20,16 @@ from PIL import Image
 
 from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
-from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError
+from dqcodec.errors import DQCError, FormatError, IntegrityError
 from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_from_checkpoint
 from dqcodec.models.dqvae import LEVEL_STRIDES, NUM_LEVELS, Tokens, rank_levels
 from dqcodec.rdo import RegionCosts, choose_levels, region_distortion, region_rate
 from dqcodec.resample import resize
+from dqcodec.shipped import DEFAULT_MODEL, model_id, model_named_by, weight_bytes
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
 TILE_SIZE = 16 * MAX_REGIONS
 PRIOR_THREADS = 1  # the prior's coding passes always run on this many threads (bit-exactness)
-MODELS = {"dq": ("dqvae.pt", "prior_dq.pt"), "vqgan": ("vqgan.pt", "prior_vq.pt")}
-DEFAULT_MODEL = "dq"
 DEFAULT_QUALITY = 50
 # How the encoder chooses the granularity map (the decoder does not care):
 #   "ssim": the DGC gate ranks regions, quality sets the shares (best MS-SSIM and SSIMULACRA2)
@@ -60,25 +57,10 @@ def _load_state(raw: bytes) -> dict:
     return torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
 
 
-def _weights(name: str) -> tuple[bytes, bytes]:
-    if name not in MODELS:
-        raise DQCError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    root = resources.files("dqcodec") / "weights"
-    vae_raw, prior_raw = ((root / f).read_bytes() for f in MODELS[name])
-    return vae_raw, prior_raw
-
-
-@cache
-def model_id(name: str) -> bytes:
-    """The id a file made with shipped model `name` carries: a hash of its two weight files."""
-    vae_raw, prior_raw = _weights(name)
-    return hashlib.sha256(vae_raw + prior_raw).digest()[: bitstream.MODEL_ID_BYTES]
-
-
 @cache
 def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
     """Load shipped weights (fp16 on disk, fp32 in memory)."""
-    vae_raw, prior_raw = _weights(name)
+    vae_raw, prior_raw = weight_bytes(name)
     vae_ck, prior_ck = _load_state(vae_raw), _load_state(prior_raw)
     fixed = bool(vae_ck.get("meta", {}).get("fixed_grid", False))
     return LoadedModel(name, dqvae_from_checkpoint(vae_ck), prior_from_checkpoint(prior_ck), model_id(name), fixed)
@@ -86,12 +68,7 @@ def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
 
 def model_of(data: bytes) -> str:
     """The shipped model a .dqc file was made with (from its header's model id)."""
-    made_with = bitstream.read(data).header.model_id
-    for name in MODELS:
-        if model_id(name) == made_with:
-            return name
-    shipped = ", ".join(f"{model_id(n).hex()} ({n})" for n in MODELS)
-    raise ModelMismatchError(f"file was made with model {made_with.hex()}, which this dqc does not have: {shipped}")
+    return model_named_by(bitstream.read(data).header.model_id)
 
 
 def quality_to_shares(quality: float, fixed_grid: bool = False) -> tuple[float, float]:
