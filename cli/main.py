@@ -295,8 +295,11 @@ def encode(
     def go(src: str) -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))
         data, (w, h) = encode_file(src, out, settings, overwrite, threads, device, allow_large)
+        bpp = 8 * len(data) / (w * h)
         if out != "-" and not quiet:
-            click.echo(f"{out}: {w}x{h}, {len(data)} bytes, {8 * len(data) / (w * h):.4f} bpp", err=True)
+            click.echo(f"{out}: {w}x{h}, {len(data)} bytes, {bpp:.4f} bpp", err=True)
+        if target_bpp and bpp > 1.05 * target_bpp and not quiet:  # the search never picks a rate over it
+            click.echo(f"dqc: note: {src}: {target_bpp:g} bpp is below the lowest rate this image reaches", err=True)
 
     _run(lambda: _setup(threads, device))
     _run_each(srcs, dst, go)

@@ -153,6 +153,9 @@ def test_target_bpp_and_granularity_map(photo: Path, tmp_path: Path) -> None:
     r = dqc("encode", str(photo), "-o", str(out), "--bpp", "0.3")
     assert r.returncode == 0, r.stderr
     assert 8 * out.stat().st_size / (72 * 40) <= 0.3 * 1.1
+    assert b"note" not in r.stderr
+    r = dqc("encode", str(photo), "-o", str(tmp_path / "low.dqc"), "--bpp", "0.01")  # the header alone is more
+    assert r.returncode == 0 and b"below the lowest rate" in r.stderr
     tuned = tmp_path / "p.dqc"
     r = dqc("encode", str(photo), "-o", str(tuned), "--bpp", "0.3", "--tune", "psnr")
     assert r.returncode == 0, r.stderr
