@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,20 +437,26 @@ def batch(
     if not files:
         _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
     settings = EncodeSettings(quality, target_bpp, model, tune, scale)
+    targets = [(p, (dst / p.relative_to(src)).with_suffix(new_suffix)) for p in files]
+    shared = {out for out, n in Counter(out for _, out in targets).items() if n > 1}  # photo.png and photo.jpg
+    for p, out in targets:
+        if out in shared:
+            click.echo(f"dqc: error: {p}: another file under {src} also becomes {out}; rename one", err=True)
     jobs_list = [
-        (str(p), str((dst / p.relative_to(src)).with_suffix(new_suffix)), decode_mode, settings, overwrite, allow_large)
-        for p in files
+        (str(p), str(out), decode_mode, settings, overwrite, allow_large) for p, out in targets if out not in shared
     ]
-    workers = min(len(files), jobs or os.cpu_count() or 1)
-    counts = {"ok": 0, "skip": 0, "fail": 0}
+    counts = {"ok": 0, "skip": 0, "fail": len(targets) - len(jobs_list)}
     tty = sys.stderr.isatty()
+    workers = max(1, min(len(jobs_list), jobs or os.cpu_count() or 1))
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
         for i, (status, message) in enumerate(pool.map(_batch_one, jobs_list, chunksize=1), 1):
             counts[status] += 1
             if status == "fail":
                 click.echo(("\r" if tty else "") + f"dqc: error: {message}", err=True)
-            bar = "#" * (30 * i // len(files))
-            line = f"[{bar:<30}] {i}/{len(files)} ok {counts['ok']} skipped {counts['skip']} failed {counts['fail']}"
+            bar = "#" * (30 * i // len(jobs_list))
+            line = (
+                f"[{bar:<30}] {i}/{len(jobs_list)} ok {counts['ok']} skipped {counts['skip']} failed {counts['fail']}"
+            )
             click.echo(("\r" + line) if tty else line, err=True, nl=not tty)
     if tty:
         click.echo("", err=True)

@@ -135,9 +135,12 @@ def test_batch_continues_past_errors_and_resumes(tmp_path: Path, small_image: Im
     small_image.save(src / "a.png")
     small_image.convert("L").save(src / "nested" / "b.jpg")
     (src / "broken.png").write_bytes(b"not a png")
+    small_image.save(src / "c.png")
+    small_image.save(src / "c.webp")  # both would become c.dqc
     r = dqc("batch", str(src), str(dst), "-q", "20", "-j", "2")
     assert r.returncode == 1
-    assert b"broken.png" in r.stderr
+    assert b"broken.png" in r.stderr and b"c.png" in r.stderr and b"c.webp" in r.stderr
+    assert not (dst / "c.dqc").exists()
     assert (dst / "a.dqc").exists() and (dst / "nested" / "b.dqc").exists()
     assert not (dst / "broken.dqc").exists()
     before = (dst / "a.dqc").stat().st_mtime_ns
