@@ -204,7 +204,9 @@ def encode_file(
     return data, img.size
 
 
-def decode_file(src: str, out: str, model: str | None, overwrite: bool, threads: int | None, device: str) -> None:
+def decode_file(
+    src: str, out: str, model: str | None, overwrite: bool, threads: int | None, device: str, allow_large: bool = False
+) -> None:
     import dqcodec
     from dqcodec.errors import DQCError
 
@@ -213,7 +215,11 @@ def decode_file(src: str, out: str, model: str | None, overwrite: bool, threads:
     fmt = "PNG" if out == "-" else Image.registered_extensions().get(Path(out).suffix.lower())
     if fmt is None or fmt == "DQC":
         raise DQCError(f"cannot tell an image format from {out!r}; use .png")
-    img = dqcodec.decode(_read_input(src), model=model, workers=threads, device=device)
+    limit = None if allow_large else MAX_PIXELS
+    try:
+        img = dqcodec.decode(_read_input(src), model=model, workers=threads, device=device, max_pixels=limit)
+    except dqcodec.SizeLimitError as e:
+        raise DQCError(f"{src}: {e} (use --allow-large)") from None
     buf = io.BytesIO()
     params = {k: img.info[k] for k in ("icc_profile", "exif") if k in img.info}
     try:
@@ -315,14 +321,21 @@ def encode(
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="for the transform"
 )
+@click.option("--allow-large", is_flag=True, help=f"accept pictures over {MAX_PIXELS / 1e6:g} megapixels")
 def decode(
-    srcs: tuple[str, ...], dst: str | None, model: str | None, overwrite: bool, threads: int | None, device: str
+    srcs: tuple[str, ...],
+    dst: str | None,
+    model: str | None,
+    overwrite: bool,
+    threads: int | None,
+    device: str,
+    allow_large: bool,
 ) -> None:
     """Decompress .dqc files to PNG (or any format Pillow writes, by the extension of -o)."""
 
     def go(src: str) -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".png")))
-        decode_file(src, out, model, overwrite, threads, device)
+        decode_file(src, out, model, overwrite, threads, device, allow_large)
 
     _run(lambda: _setup(threads, device))
     _run_each(srcs, dst, go)
@@ -384,7 +397,7 @@ def _batch_one(job: tuple) -> tuple[str, str]:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     try:
         if decode_mode:
-            decode_file(src, out, settings.model, overwrite, 1, "cpu")
+            decode_file(src, out, settings.model, overwrite, 1, "cpu", allow_large)
         else:
             encode_file(src, out, settings, overwrite, 1, "cpu", allow_large)
     except (DQCError, OSError) as e:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError
+from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError, SizeLimitError
 from dqcodec.pillow_plugin import register as _register_pillow_plugin
 
 if TYPE_CHECKING:
     from dqcodec.codec import decode, encode
 
 __version__ = "0.1.0"
-__all__ = ["encode", "decode", "DQCError", "FormatError", "IntegrityError", "ModelMismatchError", "__version__"]
+__all__ = [
+    "encode",
+    "decode",
+    "DQCError",
+    "FormatError",
+    "IntegrityError",
+    "ModelMismatchError",
+    "SizeLimitError",
+    "__version__",
+]
 
 _register_pillow_plugin()
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder, quantize_probabilities
-from dqcodec.errors import DQCError, FormatError, IntegrityError
+from dqcodec.errors import DQCError, FormatError, IntegrityError, SizeLimitError
 from dqcodec.models import DQVAE, DQTransformer, dqvae_from_checkpoint, prior_from_checkpoint
 from dqcodec.models.dqvae import LEVEL_STRIDES, NUM_LEVELS, Tokens, rank_levels
 from dqcodec.rdo import RegionCosts, choose_levels, region_distortion, region_rate
@@ -29,6 +29,7 @@ from dqcodec.shipped import DEFAULT_MODEL, model_id, model_named_by, weight_byte
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
 TILE_SIZE = 16 * MAX_REGIONS
+MAX_DECODE_PIXELS = 64 * 10**6  # decode's default limit: a few MB of tile headers can claim a gigapixel
 PRIOR_THREADS = 1  # the prior's coding passes always run on this many threads (bit-exactness)
 DEFAULT_QUALITY = 50
 # How the encoder chooses the granularity map (the decoder does not care):
@@ -494,13 +495,19 @@ def write_tokens(
 
 
 def decode_tokens(
-    data: bytes, model: str | None = None, workers: int | None = None
+    data: bytes, model: str | None = None, workers: int | None = None, max_pixels: int | None = MAX_DECODE_PIXELS
 ) -> tuple[bitstream.Container, Tokens]:
     """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens.
-    `model` None: the shipped model the file was made with."""
+    `model` None: the shipped model the file was made with. A picture (or coded picture) over
+    `max_pixels` is refused before anything is allocated for it; None: no limit."""
     m = load_model(model or model_of(data))
     c = bitstream.read(data, expected_model_id=m.model_id)
     hd = c.header
+    if max_pixels is not None and max(hd.width * hd.height, c.coded_width * c.coded_height) > max_pixels:
+        raise SizeLimitError(
+            f"the file's picture is {hd.width}x{hd.height} (coded {c.coded_width}x{c.coded_height}), "
+            f"over the {max_pixels / 1e6:g} MP limit for decoding"
+        )
     if hd.tile_size != TILE_SIZE:
         raise FormatError(f"tile size {hd.tile_size} is not supported; this dqc codes {TILE_SIZE}-px tiles")
     if hd.precision != PRECISION:
@@ -576,11 +583,18 @@ def reconstruct(
     return resize(y, width, height).permute(1, 2, 0).numpy()
 
 
-def decode(data: bytes, model: str | None = None, workers: int | None = None, device: str = "cpu") -> Image.Image:
+def decode(
+    data: bytes,
+    model: str | None = None,
+    workers: int | None = None,
+    device: str = "cpu",
+    max_pixels: int | None = MAX_DECODE_PIXELS,
+) -> Image.Image:
     """Decompress .dqc bytes to a PIL image (mode RGB or L, ICC profile and EXIF attached).
-    `model` None: the shipped model the file was made with; a name: that one, or ModelMismatchError."""
+    `model` None: the shipped model the file was made with; a name: that one, or ModelMismatchError.
+    A file whose picture is over `max_pixels` is refused (a small file can claim any size); None: no limit."""
     model = model or model_of(data)
-    c, tokens = decode_tokens(data, model, workers)
+    c, tokens = decode_tokens(data, model, workers, max_pixels)
     rgb = reconstruct(tokens, c.header.width, c.header.height, model, device, c.coded_size)
     img = Image.fromarray(rgb, "RGB")
     if c.header.color == bitstream.COLOR_GRAY:

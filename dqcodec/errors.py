@@ -15,3 +15,7 @@ class ModelMismatchError(DQCError):
 
 class IntegrityError(DQCError):
     """Decoding did not reproduce what the encoder wrote (corrupt file or prior mismatch)."""
+
+
+class SizeLimitError(DQCError):
+    """The picture is larger than the caller allowed (time and memory grow with its pixels)."""

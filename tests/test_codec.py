@@ -123,6 +123,18 @@ def test_wrong_model_file_is_refused(small_file: bytes) -> None:
         dqcodec.decode(small_file, model="vqgan")
 
 
+def test_file_claiming_a_huge_picture_is_refused_before_decoding(small_file: bytes) -> None:
+    c = bitstream.read(small_file)
+    coded = (20000, 20000)  # the header's picture stays 72x40: only the RSMP chunk claims the size
+    empty = [bitstream.Tile(i, 0, 0, b"") for i in range(bitstream.num_tiles(*coded, c.header.tile_size))]
+    bomb = bitstream.write(dataclasses.replace(c, tiles=empty, coded_size=coded))
+    assert len(bomb) < 200_000
+    with pytest.raises(dqcodec.SizeLimitError, match="20000x20000"):
+        dqcodec.decode(bomb)
+    with pytest.raises(dqcodec.IntegrityError):  # without the limit it gets as far as the empty tiles
+        decode_tokens(bomb, max_pixels=None, workers=1)
+
+
 def test_decode_uses_the_files_model(small_image: Image.Image) -> None:
     data = dqcodec.encode(small_image, quality=50, model="vqgan")
     assert model_of(data) == "vqgan"
