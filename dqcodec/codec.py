@@ -198,11 +198,18 @@ def _tile_grid(rh: int, rw: int) -> list[tuple[int, int, int, int]]:
     return out
 
 
-def image_to_tensor(img: Image.Image) -> tuple[torch.Tensor, int]:
-    """PIL image -> (1, 3, H, W) float in [0, 1] and the container color mode.
+def image_to_tensor(img: Image.Image | np.ndarray) -> tuple[torch.Tensor, int]:
+    """PIL image, or uint8 array (H, W) or (H, W, 3) -> (1, 3, H, W) float in [0, 1] and the
+    container color mode.
 
     A fully opaque alpha channel is dropped and 16-bit grayscale is rounded to 8 bits (as Pillow
     already does for 16-bit RGB); real transparency and 32-bit or float pictures are refused."""
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8 or not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 3)):
+            raise DQCError(f"expected a uint8 array (H, W) or (H, W, 3), got {img.dtype} {img.shape}")
+        img = Image.fromarray(img)
+    if not isinstance(img, Image.Image):
+        raise DQCError(f"expected a PIL image or a uint8 array, got {type(img).__name__}")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -396,7 +403,7 @@ def quality_for_bpp(
 
 
 def encode(
-    img: Image.Image,
+    img: Image.Image | np.ndarray,
     quality: float = DEFAULT_QUALITY,
     model: str = DEFAULT_MODEL,
     schedule: Schedule | None = None,
@@ -408,7 +415,7 @@ def encode(
     tune: str = DEFAULT_TUNE,
     scale: float | None = None,
 ) -> bytes:
-    """Compress a PIL image to .dqc bytes.
+    """Compress a PIL image (or a uint8 array, (H, W) gray or (H, W, 3) RGB) to .dqc bytes.
 
     `target_bpp` picks the highest quality whose file stays near that rate (then `quality` is
     ignored). `tune` says how regions get their granularity (see TUNES). `scale` resamples the

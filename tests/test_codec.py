@@ -98,6 +98,16 @@ def test_unsupported_modes_are_refused(mode: str) -> None:
         dqcodec.encode(img)
 
 
+def test_arrays_encode_like_images(small_image: Image.Image) -> None:
+    rgb = np.asarray(small_image)
+    assert dqcodec.encode(rgb, quality=30) == dqcodec.encode(small_image, quality=30)
+    gray = np.asarray(small_image.convert("L"))
+    assert dqcodec.encode(gray, quality=30) == dqcodec.encode(small_image.convert("L"), quality=30)
+    for bad in (rgb.astype(np.float32), rgb[..., :2], "photo.png"):
+        with pytest.raises(dqcodec.DQCError, match="expected"):
+            dqcodec.encode(bad)
+
+
 def test_transparent_palette_image_is_refused(small_image: Image.Image) -> None:
     img = small_image.convert("P")
     img.info["transparency"] = img.getpixel((0, 0))  # one colour of the picture is transparent
