@@ -144,7 +144,7 @@ def open_image(src: str, allow_large: bool) -> Image.Image:
     out = ImageOps.exif_transpose(img) or img
     if icc and out.mode == "CMYK":
         rgb = _cmyk_to_srgb(out, icc)
-        rgb.info.update({k: v for k, v in out.info.items() if k == "exif"})
+        rgb.info.update({k: v for k, v in out.info.items() if k in ("exif", "xmp", PNG_XMP_KEY)})
         return rgb
     if icc:
         out.info["icc_profile"] = icc
@@ -197,11 +197,21 @@ def encode_file(
         scale=settings.scale,
         icc_profile=img.info.get("icc_profile"),
         exif=exif.tobytes() if len(exif) else None,
+        xmp=_xmp_of(img),
         workers=threads,
         device=device,
     )
     _write_output(out, data)
     return data, img.size
+
+
+PNG_XMP_KEY = "XML:com.adobe.xmp"
+
+
+def _xmp_of(img: Image.Image) -> bytes | None:
+    """The XMP packet Pillow found: bytes for JPEG, WebP, AVIF; the iTXt text for PNG."""
+    xmp = img.info.get("xmp", img.info.get(PNG_XMP_KEY))
+    return xmp.encode("utf-8") if isinstance(xmp, str) else xmp or None
 
 
 def decode_file(
@@ -221,7 +231,13 @@ def decode_file(
     except dqcodec.SizeLimitError as e:
         raise DQCError(f"{src}: {e} (use --allow-large)") from None
     buf = io.BytesIO()
-    params = {k: img.info[k] for k in ("icc_profile", "exif") if k in img.info}
+    params = {k: img.info[k] for k in ("icc_profile", "exif", "xmp") if k in img.info}
+    if fmt == "PNG" and "xmp" in img.info:  # Pillow writes PNG XMP only as this iTXt chunk
+        from PIL import PngImagePlugin
+
+        text = PngImagePlugin.PngInfo()
+        text.add_itxt(PNG_XMP_KEY, img.info["xmp"].decode("utf-8", "replace"))
+        params["pnginfo"] = text
     try:
         img.save(buf, format=fmt, **params)
     except (OSError, ValueError, KeyError):
@@ -377,6 +393,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
             "precision": h.precision,
             "icc_profile_bytes": len(c.icc_profile or b""),
             "exif_bytes": len(c.exif or b""),
+            "xmp_bytes": len(c.xmp or b""),
         }
         if as_json:
             click.echo(json.dumps(d, indent=2))

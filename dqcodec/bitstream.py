@@ -96,6 +96,7 @@ class Container:
     exif: bytes | None = None
     extra: list[tuple[bytes, bytes]] = field(default_factory=list)  # unknown ancillary chunks, kept
     coded_size: tuple[int, int] | None = None  # (width, height) of the coded picture when it was resampled
+    xmp: bytes | None = None  # XMP packet of the source image (ancillary: readers may skip it)
 
     @property
     def coded_width(self) -> int:
@@ -118,6 +119,8 @@ def write(container: Container) -> bytes:
         parts.append(_chunk(b"ICCP", container.icc_profile))
     if container.exif:
         parts.append(_chunk(b"EXIF", container.exif))
+    if container.xmp:
+        parts.append(_chunk(b"xmp ", container.xmp))
     parts += [_chunk(b"TILE", t.pack()) for t in container.tiles]
     parts.append(_chunk(b"END ", b""))
     return b"".join(parts)
@@ -137,7 +140,7 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     pos = len(SIGNATURE) + 1
     header: Header | None = None
     tiles: list[Tile] = []
-    icc = exif = None
+    icc = exif = xmp = None
     coded_size: tuple[int, int] | None = None
     extra: list[tuple[bytes, bytes]] = []
     while True:
@@ -176,6 +179,8 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
             icc = payload
         elif kind == b"EXIF":
             exif = payload
+        elif kind == b"xmp ":
+            xmp = payload
         elif kind == b"END ":
             if length:
                 raise FormatError("END chunk is not empty")
@@ -187,7 +192,7 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     if pos != len(data):
         raise FormatError("bytes after the END chunk")
     assert header is not None
-    c = Container(header, tiles, icc, exif, extra, coded_size)
+    c = Container(header, tiles, icc, exif, extra, coded_size, xmp)
     expected = num_tiles(c.coded_width, c.coded_height, header.tile_size)
     if len(tiles) != expected:
         raise FormatError(f"file has {len(tiles)} tiles, its header needs {expected}")

@@ -411,6 +411,7 @@ def encode(
     exif: bytes | None = None,
     workers: int | None = None,
     target_bpp: float | None = None,
+    xmp: bytes | None = None,
     device: str = "cpu",
     tune: str = DEFAULT_TUNE,
     scale: float | None = None,
@@ -439,7 +440,7 @@ def encode(
     else:
         coded, a, quality = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
     levels = levels_for_quality(m, a, quality)[0]
-    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded)
+    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp)
 
 
 def fit_rate(
@@ -474,6 +475,7 @@ def write_tokens(
     exif: bytes | None = None,
     workers: int | None = None,
     coded: tuple[int, int] | None = None,
+    xmp: bytes | None = None,
 ) -> bytes:
     """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes
     for a width x height image; `coded` is the (width, height) of the tokens' picture, which gets
@@ -498,7 +500,7 @@ def write_tokens(
     grid = _tile_grid(*levels.shape)
     tiles = _map_tiles(lambda i: encode_tile(i, *grid[i]), len(grid), workers)
     resampled = coded if coded and coded != (width, height) else None
-    return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif, coded_size=resampled))
+    return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif, coded_size=resampled, xmp=xmp))
 
 
 def decode_tokens(
@@ -597,7 +599,7 @@ def decode(
     device: str = "cpu",
     max_pixels: int | None = MAX_DECODE_PIXELS,
 ) -> Image.Image:
-    """Decompress .dqc bytes to a PIL image (mode RGB or L, ICC profile and EXIF attached).
+    """Decompress .dqc bytes to a PIL image (mode RGB or L; ICC profile, EXIF and XMP in its info).
     `model` None: the shipped model the file was made with; a name: that one, or ModelMismatchError.
     A file whose picture is over `max_pixels` is refused (a small file can claim any size); None: no limit."""
     model = model or model_of(data)
@@ -610,4 +612,6 @@ def decode(
         img.info["icc_profile"] = c.icc_profile
     if c.exif:
         img.info["exif"] = c.exif
+    if c.xmp:
+        img.info["xmp"] = c.xmp
     return img

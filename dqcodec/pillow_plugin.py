@@ -1,5 +1,5 @@
 """Pillow plugin: after `import dqcodec`, `Image.open("x.dqc")` reads .dqc files and
-`im.save("x.dqc", quality=50)` writes them (options: quality, bpp, tune, scale, model, icc_profile, exif)."""
+`im.save("x.dqc", quality=50)` writes them (options: quality, bpp, tune, scale, model, icc_profile, exif, xmp)."""
 
 from __future__ import annotations
 
@@ -49,6 +49,7 @@ def _save(im: Image.Image, fp, filename: str | bytes) -> None:  # noqa: ANN001 -
         model=opts.get("model", DEFAULT_MODEL),
         icc_profile=opts.get("icc_profile", im.info.get("icc_profile")),
         exif=exif.tobytes() if isinstance(exif, Image.Exif) else exif,
+        xmp=opts.get("xmp"),
     )
     fp.write(data)
 

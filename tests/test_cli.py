@@ -76,6 +76,15 @@ def test_several_inputs(photo: Path, tmp_path: Path) -> None:
     assert dqc("encode", str(photo), str(second), "-o", str(tmp_path / "x.dqc")).returncode == 2
 
 
+def test_xmp_goes_from_jpeg_through_dqc_to_png(photo: Path, tmp_path: Path) -> None:
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    Image.open(photo).save(tmp_path / "in.jpg", xmp=xmp)
+    assert dqc("encode", str(tmp_path / "in.jpg"), "-o", str(tmp_path / "in.dqc")).returncode == 0
+    assert json.loads(dqc("info", str(tmp_path / "in.dqc"), "--json").stdout)["xmp_bytes"] == len(xmp)
+    assert dqc("decode", str(tmp_path / "in.dqc"), "-o", str(tmp_path / "out.png")).returncode == 0
+    assert Image.open(tmp_path / "out.png").info["xmp"] == xmp
+
+
 def test_stdin_stdout(photo: Path) -> None:
     enc = dqc("encode", "-", "-o", "-", stdin=photo.read_bytes())
     assert enc.returncode == 0 and enc.stdout.startswith(b"\x89DQC")

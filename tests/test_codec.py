@@ -85,10 +85,11 @@ def test_multi_tile_image_and_parallel_tiles() -> None:
     assert np.array_equal(np.asarray(dqcodec.decode(data, workers=3)), serial)
 
 
-def test_icc_and_exif_are_carried(small_image: Image.Image) -> None:
-    data = dqcodec.encode(small_image, quality=10, icc_profile=b"fake-icc", exif=b"Exif\0\0fake")
+def test_icc_exif_and_xmp_are_carried(small_image: Image.Image) -> None:
+    data = dqcodec.encode(small_image, quality=10, icc_profile=b"fake-icc", exif=b"Exif\0\0fake", xmp=b"<x/>")
     out = dqcodec.decode(data)
     assert out.info["icc_profile"] == b"fake-icc" and out.info["exif"] == b"Exif\0\0fake"
+    assert out.info["xmp"] == b"<x/>" and bitstream.read(data).xmp == b"<x/>"
 
 
 @pytest.mark.parametrize("mode", ["RGBA", "LA", "I", "F"])
