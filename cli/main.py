@@ -433,7 +433,15 @@ def _init_worker() -> None:
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
-@click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC to PNG instead")
+@click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC instead")
+@click.option(
+    "--format",
+    "out_format",
+    type=click.Choice(["png", "jpg", "webp", "avif", "tif", "bmp"]),
+    default="png",
+    show_default=True,
+    help="with --decode: the pictures' format",
+)
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), help="[default: dq; with --decode: each file's]")
 @TUNE_OPTION
 @SCALE_OPTION
@@ -446,6 +454,7 @@ def batch(
     quality: float,
     target_bpp: float | None,
     decode_mode: bool,
+    out_format: str,
     model: str | None,
     tune: str,
     scale: float | None,
@@ -453,7 +462,8 @@ def batch(
     overwrite: bool,
     allow_large: bool,
 ) -> None:
-    """Encode every image under SRC (recursively) into the same tree under DST.
+    """Encode every image under SRC (recursively) into the same tree under DST (with --decode:
+    decode every .dqc file).
 
     Files whose output already exists are skipped, so an interrupted run resumes. A file that
     fails is reported and the run goes on; the exit code is 1 if any file failed.
@@ -462,7 +472,7 @@ def batch(
     from concurrent.futures import ProcessPoolExecutor
 
     suffixes = {".dqc"} if decode_mode else IMAGE_SUFFIXES
-    new_suffix = ".png" if decode_mode else ".dqc"
+    new_suffix = f".{out_format}" if decode_mode else ".dqc"
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
         _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")

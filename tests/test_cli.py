@@ -158,6 +158,8 @@ def test_batch_continues_past_errors_and_resumes(tmp_path: Path, small_image: Im
     r = dqc("batch", str(dst), str(tmp_path / "png"), "--decode")
     assert r.returncode == 0
     assert Image.open(tmp_path / "png" / "nested" / "b.png").mode == "L"
+    r = dqc("batch", str(dst), str(tmp_path / "jpg"), "--decode", "--format", "jpg")
+    assert r.returncode == 0 and Image.open(tmp_path / "jpg" / "a.jpg").format == "JPEG"
 
 
 def test_target_bpp_and_granularity_map(photo: Path, tmp_path: Path) -> None:
