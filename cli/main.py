@@ -84,6 +84,7 @@ def _write_output(dst: str, data: bytes) -> None:
 # larger images need --allow-large (time and memory grow with the pixel count)
 MAX_PIXELS = int(os.environ.get("DQC_MAX_PIXELS", 64 * 10**6))
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".avif", ".jxl", ".tif", ".tiff", ".bmp"}
+PNG_XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword of XMP in PNG
 
 
 def _optional_formats() -> None:
@@ -184,6 +185,7 @@ def encode_file(
     allow_large: bool,
 ) -> tuple[bytes, tuple[int, int]]:
     import dqcodec
+    from dqcodec.shipped import DEFAULT_MODEL
 
     _check_output(out, overwrite)
     img = open_image(src, allow_large)
@@ -192,7 +194,7 @@ def encode_file(
         img,
         quality=settings.quality,
         target_bpp=settings.target_bpp,
-        model=settings.model or "dq",
+        model=settings.model or DEFAULT_MODEL,
         tune=settings.tune,
         scale=settings.scale,
         icc_profile=img.info.get("icc_profile"),
@@ -203,9 +205,6 @@ def encode_file(
     )
     _write_output(out, data)
     return data, img.size
-
-
-PNG_XMP_KEY = "XML:com.adobe.xmp"
 
 
 def _xmp_of(img: Image.Image) -> bytes | None:
@@ -367,7 +366,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
 
     def go() -> None:
         from dqcodec import bitstream
-        from dqcodec.shipped import MODELS, model_id
+        from dqcodec.shipped import model_name
 
         data = _read_input(src)
         if map_path:
@@ -386,7 +385,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
             "tile_size": h.tile_size,
             "tiles": len(c.tiles),
             "model_id": h.model_id.hex(),
-            "model": next((n for n in MODELS if model_id(n) == h.model_id), "not shipped with this dqc"),
+            "model": model_name(h.model_id) or "not shipped with this dqc",
             "share_fine": h.share_fine / 65535,
             "share_medium": h.share_medium / 65535,
             "schedule": list(h.periods),

@@ -509,8 +509,12 @@ def decode_tokens(
     """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens.
     `model` None: the shipped model the file was made with. A picture (or coded picture) over
     `max_pixels` is refused before anything is allocated for it; None: no limit."""
-    m = load_model(model or model_of(data))
-    c = bitstream.read(data, expected_model_id=m.model_id)
+    if model is None:
+        c = bitstream.read(data)
+        m = load_model(model_named_by(c.header.model_id))
+    else:
+        c = bitstream.read(data, expected_model_id=model_id(model))
+        m = load_model(model)
     hd = c.header
     if max_pixels is not None and max(hd.width * hd.height, c.coded_width * c.coded_height) > max_pixels:
         raise SizeLimitError(
@@ -602,8 +606,8 @@ def decode(
     """Decompress .dqc bytes to a PIL image (mode RGB or L; ICC profile, EXIF and XMP in its info).
     `model` None: the shipped model the file was made with; a name: that one, or ModelMismatchError.
     A file whose picture is over `max_pixels` is refused (a small file can claim any size); None: no limit."""
-    model = model or model_of(data)
     c, tokens = decode_tokens(data, model, workers, max_pixels)
+    model = model or model_named_by(c.header.model_id)
     rgb = reconstruct(tokens, c.header.width, c.header.height, model, device, c.coded_size)
     img = Image.fromarray(rgb, "RGB")
     if c.header.color == bitstream.COLOR_GRAY:

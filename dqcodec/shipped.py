@@ -31,10 +31,14 @@ def model_id(name: str) -> bytes:
     return hashlib.sha256(vae_raw + prior_raw).digest()[: bitstream.MODEL_ID_BYTES]
 
 
+def model_name(made_with: bytes) -> str | None:
+    """The shipped model whose id is `made_with`; None if none is."""
+    return next((name for name in MODELS if model_id(name) == made_with), None)
+
+
 def model_named_by(made_with: bytes) -> str:
     """The shipped model whose id is `made_with`, or ModelMismatchError naming the shipped ones."""
-    for name in MODELS:
-        if model_id(name) == made_with:
-            return name
+    if name := model_name(made_with):
+        return name
     shipped = ", ".join(f"{model_id(n).hex()} ({n})" for n in MODELS)
     raise ModelMismatchError(f"file was made with model {made_with.hex()}, which this dqc does not have: {shipped}")
