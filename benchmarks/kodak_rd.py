@@ -33,20 +33,12 @@ import torch
 from PIL import Image
 
 from benchmarks.codecs import LEARNED, pillow_encode
-from dqcodec.codec import (
-    Analysis,
-    LoadedModel,
-    analyze,
-    coded_size,
-    image_to_tensor,
-    levels_for_quality,
-    load_model,
-    reconstruct,
-    resample_picture,
-    write_tokens,
-)
+from dqcodec.codec import image_to_tensor, reconstruct, write_tokens
+from dqcodec.loading import LoadedModel, load_model
 from dqcodec.metrics import ms_ssim
 from dqcodec.models.dqvae import Tokens
+from dqcodec.ratecontrol import Analysis, analyze, coded_size, levels_for_quality
+from dqcodec.transform import resample_picture
 
 
 def at(scale: float, *qualities: float) -> list[tuple[float, float]]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+__version__ = "0.2.0"
 
-from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError, SizeLimitError
-from dqcodec.pillow_plugin import register as _register_pillow_plugin
+from typing import TYPE_CHECKING  # noqa: E402
+
+from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError, SizeLimitError  # noqa: E402
+from dqcodec.pillow_plugin import register as _register_pillow_plugin  # noqa: E402
 
 if TYPE_CHECKING:
     from dqcodec.codec import decode, encode
 
-__version__ = "0.1.0"
 __all__ = [
     "encode",
     "decode",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from dqcodec.errors import FormatError, ModelMismatchError
 
 SIGNATURE = b"\x89DQC\r\n\x1a\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: dqc 0.1, float prior (files decoded only on machines of the kind that wrote them)
 MODEL_ID_BYTES = 16
 COLOR_RGB, COLOR_GRAY = 0, 1
 _HEAD = struct.Struct(">IIBH16sHH4BB")
@@ -136,7 +136,7 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
         raise FormatError("not a .dqc file (signature missing)")
     version = data[len(SIGNATURE)]
     if version != FORMAT_VERSION:
-        raise FormatError(f"unsupported .dqc format version {version}; this dqc reads version {FORMAT_VERSION}")
+        raise FormatError(version_message(version))
     pos = len(SIGNATURE) + 1
     header: Header | None = None
     tiles: list[Tile] = []
@@ -200,6 +200,15 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
         if t.index != i:
             raise FormatError(f"tile {i} is out of order (index {t.index})")
     return c
+
+
+def version_message(version: int) -> str:
+    from dqcodec import __version__
+
+    made = " (made by dqc 0.1, whose float prior was not portable; re-encode the original)" if version == 1 else ""
+    return (
+        f"unsupported .dqc format version {version}{made}; this dqc {__version__} reads format version {FORMAT_VERSION}"
+    )
 
 
 def _name(kind: bytes) -> str:

@@ -9,8 +9,9 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from dqcodec.codec import decode, encode, load_model
+from dqcodec.codec import decode, encode
 from dqcodec.fileio import write_atomic
+from dqcodec.loading import load_model
 
 
 def main(out_dir: Path = Path("out/demo")) -> None:

@@ -1,39 +1,21 @@
-"""Entropy coding layer: integer probability quantization and constriction's range coder.
+"""Range coding of symbols under integer frequencies (constriction's queue range coder).
 
-Encoder and decoder must see bit-identical probabilities, so model outputs are turned into
-integer frequencies by one fixed procedure (`quantize_probabilities`) before they reach the coder.
-The frequencies sum to exactly 2**PRECISION and every symbol gets at least 1, so any symbol can be
-coded; the floats handed to constriction are these integers scaled by a power of two (exact).
+Each symbol comes with its integer frequency table (k entries, each >= 1, summing to
+2^PRECISION) from the integer prior (`dqcodec.intmath.frequencies`). constriction's lazy
+categorical model (`Categorical(perfect=False)`) turns a table into its 24-bit CDF:
+cdf(i) = floor(F(i) * (2^24 - k) / 2^PRECISION) + i, with F(i) the sum of the frequencies of the
+symbols below i, and cdf(k) = 2^24. Handing it f / 2^PRECISION as float64 is exact (every value,
+sum and product involved is a float64 integer multiple of 2^-PRECISION below 2^53), so the coder
+sees the same CDF on every machine (FORMAT.md, section 4).
 """
 
 from __future__ import annotations
 
 import constriction
 import numpy as np
-import torch
 
-PRECISION = 20
+PRECISION = 20  # bits of the integer frequencies
 _MODEL = constriction.stream.model.Categorical(perfect=False)
-
-
-def quantize_probabilities(logits: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Integer frequencies (n, k) int64 summing to 2**PRECISION per row, each >= 1.
-
-    float32 logits -> float64 softmax -> floor of the scaled probabilities (plus one); the
-    remainder goes to the most probable symbol (lowest index on ties).
-    """
-    x = np.asarray(logits.detach().cpu().numpy() if isinstance(logits, torch.Tensor) else logits, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"logits must be 2-D (n, k), got shape {x.shape}")
-    k = x.shape[1]
-    total = 1 << PRECISION
-    x = x - x.max(axis=1, keepdims=True)
-    p = np.exp(x)
-    p /= p.sum(axis=1, keepdims=True)
-    freq = np.floor(p * (total - k)).astype(np.int64) + 1
-    rest = total - freq.sum(axis=1)
-    freq[np.arange(len(freq)), np.argmax(freq, axis=1)] += rest
-    return freq
 
 
 def _as_model_input(freq: np.ndarray) -> np.ndarray:
@@ -41,7 +23,7 @@ def _as_model_input(freq: np.ndarray) -> np.ndarray:
 
 
 class SymbolEncoder:
-    """Collects symbols with their quantized frequencies and writes one range-coded stream."""
+    """Collects symbols with their frequency tables and writes one range-coded stream."""
 
     def __init__(self) -> None:
         self._coder = constriction.stream.queue.RangeEncoder()

@@ -11,12 +11,12 @@ from importlib import resources
 from dqcodec import bitstream
 from dqcodec.errors import DQCError, ModelMismatchError
 
-MODELS = {"dq": ("dqvae.pt", "prior_dq.pt"), "vqgan": ("vqgan.pt", "prior_vq.pt")}  # transform, prior
+MODELS = {"dq": ("dqvae.pt", "prior_dq.npz"), "vqgan": ("vqgan.pt", "prior_vq.npz")}  # transform, integer prior
 DEFAULT_MODEL = "dq"
 
 
 def weight_bytes(name: str) -> tuple[bytes, bytes]:
-    """The transform and prior checkpoint files of shipped model `name`."""
+    """The transform and prior weight files of shipped model `name`."""
     if name not in MODELS:
         raise DQCError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     root = resources.files("dqcodec") / "weights"

@@ -7,16 +7,10 @@ from PIL import Image
 
 import dqcodec
 from dqcodec import bitstream
-from dqcodec.codec import (
-    analyze,
-    decode_tokens,
-    image_to_tensor,
-    levels_for_quality,
-    load_model,
-    model_id,
-    model_of,
-    reconstruct,
-)
+from dqcodec.codec import decode_tokens, image_to_tensor, model_of, reconstruct
+from dqcodec.loading import load_model
+from dqcodec.ratecontrol import analyze, levels_for_quality
+from dqcodec.shipped import model_id
 from tests.conftest import synthetic_image
 
 
@@ -176,29 +170,29 @@ def test_pillow_plugin_opens_dqc(tmp_path, small_file: bytes) -> None:
 
 def test_tiled_encoder_and_chunked_quantizer_match_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
     from dqcodec import quantize
-    from dqcodec.codec import _encode_tiled, _pad16
+    from dqcodec.transform import encode_tiled, pad16
 
     m = load_model()
-    x = _pad16(image_to_tensor(synthetic_image(200, 150, seed=2))[0]) * 2 - 1
+    x = pad16(image_to_tensor(synthetic_image(200, 150, seed=2))[0]) * 2 - 1
     with torch.no_grad():
         whole_latents, whole_score = m.vae.encoder(x)
         whole = [m.vae.quantizer.indices(z) for z in whole_latents]
         monkeypatch.setattr(quantize, "INDEX_CHUNK", 7)
-        tiled_latents, tiled_score = _encode_tiled(m.vae, x, tile=64)
+        tiled_latents, tiled_score = encode_tiled(m.vae, x, tile=64)
         tiled = [m.vae.quantizer.indices(z) for z in tiled_latents]
     assert torch.allclose(whole_score, tiled_score, atol=1e-4)
     assert all(torch.equal(a, b) for a, b in zip(whole, tiled))
 
 
 def test_tiled_decoder_matches_whole_map_within_rounding() -> None:
-    from dqcodec.codec import _decode_tiled
+    from dqcodec.transform import decode_tiled
 
     m = load_model()
     a = analyze(m, image_to_tensor(synthetic_image(200, 150, seed=4))[0])
     levels = levels_for_quality(m, a, 60)[0]
     with torch.no_grad():
-        whole = _decode_tiled(m.vae, levels, a.idx, "cpu", tile=100)
-        tiled = _decode_tiled(m.vae, levels, a.idx, "cpu", tile=4)
+        whole = decode_tiled(m.vae, levels, a.idx, "cpu", tile=100)
+        tiled = decode_tiled(m.vae, levels, a.idx, "cpu", tile=4)
     assert whole.shape == tiled.shape == (3, 160, 208)
     assert (whole - tiled).abs().max() < 0.01  # about 1 in 8-bit units; a misplaced tile is far off
 

@@ -7,14 +7,10 @@ import torch
 
 import dqcodec
 from dqcodec import DQCError, rdo
-from dqcodec.codec import (
-    analyze,
-    decode_tokens,
-    image_to_tensor,
-    levels_for_quality,
-    load_model,
-)
+from dqcodec.codec import decode_tokens, image_to_tensor
+from dqcodec.loading import load_model
 from dqcodec.models.dqvae import rank_levels
+from dqcodec.ratecontrol import analyze, levels_for_quality
 from tests.conftest import synthetic_image
 
 

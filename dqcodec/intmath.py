@@ -1,0 +1,189 @@
+"""The exact integer arithmetic of the prior (normative: bitstream_spec/FORMAT.md, section 8).
+
+Every function here maps integers to integers, the same way on every machine. There is no exp,
+sqrt or division: exponentials come from a cubic polynomial, reciprocals and reciprocal square
+roots from tables built by exact integer formulas, and `a >> s` is floor(a / 2^s) (an arithmetic
+shift, for negative a too).
+
+How values travel (the spec says nothing of it; any carrier that holds them exactly will do):
+int32 or int64 tensors, or float32 / float64 tensors where every value, product and partial sum
+is an integer below 2^24 / 2^53, which those types hold exactly, so that no operation rounds.
+There, multiplying by 2^-s (an exact power of two) and taking the floor is the shift a >> s.
+`bitstream_spec/reference_prior.py` computes the same integers in numpy int64 alone.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import torch
+
+RESID_FRAC = 14  # the residual stream counts in units of 2^-14
+RESID_MAX = (1 << 21) - 1  # residual values saturate at +-(2^21 - 1)
+ACT_MAX = 127  # int8 activations are symmetric: -127..127
+LOG2_FRAC = 10  # logits and attention exponents count in units of 2^-10 of a bit (log2)
+EXP2_POLY = (32768, -22662, 7581, -1303)  # 2^15 * 2^(-r/1024) ~ A0 + A1 t + A2 t^2 + A3 t^3, t = r/1024
+ATTN_SUM_BITS = 17  # attention weights are shifted until their row total is below 2^17
+ATTN_EXP_MAX = 16  # attention weights 2^-16 below the row's largest are 0
+FREQ_EXP_MAX = 24  # symbol weights 2^-24 below the most probable one are 0
+FREQ_SHIFT = 36  # fixed-point bits of the frequency scale W
+GELU_HALF = 1024  # the GELU table covers inputs -1024..1023
+RSQRT_LO, RSQRT_HI = 1 << 10, 1 << 12  # RSQRT covers mantissas 1024..4095
+RECIP_LO = 1 << 11  # RECIP covers mantissas 2048..4095
+_POW2_RANGE = 70
+
+
+@cache
+def rsqrt_table() -> tuple[int, ...]:
+    """RSQRT[j] = round(2^20 / sqrt(1024 + j)), j = 0..3071, computed exactly:
+    round(y) = (floor(2y) + 1) // 2 and floor(2y) = isqrt(floor(2^42 / m))."""
+    return tuple((math.isqrt((1 << 42) // m) + 1) // 2 for m in range(RSQRT_LO, RSQRT_HI))
+
+
+@cache
+def recip_table() -> tuple[int, ...]:
+    """RECIP[j] = floor(2^24 / (2049 + j)), j = 0..2047: with m = 2048 + j, RECIP[j] / 2^24 is a
+    lower bound of 1 / x for every x in [m, m + 1)."""
+    return tuple((1 << 24) // (m + 1) for m in range(RECIP_LO, 2 * RECIP_LO))
+
+
+@cache
+def _tables(device: torch.device) -> dict[str, torch.Tensor]:
+    return {
+        "rsqrt": torch.tensor(rsqrt_table(), dtype=torch.float64, device=device),
+        "recip": torch.tensor(recip_table(), dtype=torch.int64, device=device),
+        "recip64": torch.tensor(recip_table(), dtype=torch.float64, device=device),
+        "pow2_int": torch.tensor([1 << i for i in range(63)], dtype=torch.int64, device=device),
+        "pow2_f64": torch.tensor([math.ldexp(1.0, i) for i in range(63)], dtype=torch.float64, device=device),
+        # 2^k for k = -70..70, exact
+        "ldexp": torch.tensor([math.ldexp(1.0, k) for k in range(-_POW2_RANGE, _POW2_RANGE + 1)], dtype=torch.float64),
+    }
+
+
+def _t(name: str, like: torch.Tensor) -> torch.Tensor:
+    return _tables(like.device)[name]
+
+
+def pow2(k: torch.Tensor) -> torch.Tensor:
+    """2^k, exactly, as float64, for integers |k| <= 70 (int64 tensor)."""
+    return _t("ldexp", k).to(k.device)[k + _POW2_RANGE]
+
+
+def bit_length(v: torch.Tensor) -> torch.Tensor:
+    """Bits of each integer v >= 1 (int64, or float64 below 2^53): the e with 2^(e-1) <= v < 2^e."""
+    table = _t("pow2_int", v) if v.dtype == torch.int64 else _t("pow2_f64", v)
+    return torch.searchsorted(table, v.contiguous(), right=True)
+
+
+def exp2_poly(r: torch.Tensor) -> torch.Tensor:
+    """EXP2(r) ~ 2^15 * 2^(-r/1024) for integers 0 <= r < 1024 (16394..32768), by Horner's rule
+    with floor shifts: h = (A3 r) >> 10; h = ((h + A2) r) >> 10; h = ((h + A1) r) >> 10; h + A0.
+    Every product stays below 2^25 (int32 holds it)."""
+    a0, a1, a2, a3 = EXP2_POLY
+    h = torch.mul(r, a3).__irshift__(LOG2_FRAC).add_(a2)
+    h.mul_(r).__irshift__(LOG2_FRAC).add_(a1)
+    return h.mul_(r).__irshift__(LOG2_FRAC).add_(a0)
+
+
+def layer_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: int) -> torch.Tensor:
+    """Integer LayerNorm of residual rows x (n, d), d a power of two, to int8 values.
+
+    mu = (sum x + d/2) >> log2 d, xc = x - mu, v = (sum xc^2 >> log2 d) + eps; with
+    2^e <= v < 2^(e+1), t = e >> 1 and m = (v << 10) >> 2t in [1024, 4096),
+    n = (xc * RSQRT[m - 1024]) >> (t + 3) is xc / sqrt(v) in units of 2^-12, and the output is
+    clamp((n * gain + bias) >> 24, -127, 127).
+
+    x is float64 (|x| < 2^21): sum xc^2 < d 2^44 <= 2^52 and every other value stays below 2^53.
+    """
+    d = x.shape[-1]
+    inv_d = 1.0 / d
+    mu = (x.sum(-1, keepdim=True) + (d >> 1)).mul_(inv_d).floor_()
+    xc = x - mu
+    v = (xc * xc).sum(-1, keepdim=True).mul_(inv_d).floor_().add_(eps)
+    t = (bit_length(v) - 1) >> 1
+    m = (v * pow2(10 - 2 * t)).to(torch.int64)  # exact: a power-of-two multiple of an integer
+    scale = _t("rsqrt", x)[m - RSQRT_LO] * pow2(-(t + 3))
+    n = xc.mul_(scale).floor_()
+    return n.mul_(gain).add_(bias).mul_(2.0**-24).floor_().clamp_(-ACT_MAX, ACT_MAX)
+
+
+def requantize(acc: torch.Tensor, mul: torch.Tensor, add: torch.Tensor) -> torch.Tensor:
+    """floor((acc * M + B) / 2^S) per output channel, given mul = M 2^-S and add = B 2^-S as
+    float64 (exact: powers of two) and |acc M| + |B| < 2^53 (checked when the weights load)."""
+    return torch.addcmul(add, acc, mul).floor_()
+
+
+def reciprocal(total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For integer totals >= 2048 (int64): (R, e) with R * 2^-(e + 13) a lower bound of 1 / total,
+    where 2^e <= total < 2^(e+1), m = total >> (e - 11) and R = RECIP[m - 2048] = floor(2^24 / (m + 1))."""
+    e = bit_length(total) - 1
+    m = total >> (e - 11)
+    return _t("recip", total)[m - RECIP_LO], e
+
+
+ATTN_CHUNK = 1 << 21  # score-matrix elements per step: keeps the integer softmax in cache
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v1: torch.Tensor,
+    key_bias: torch.Tensor,
+    exp_mul: int,
+    exp_shift: int,
+    exp_clamp: int,
+    out_mul: int,
+    out_shift: int,
+) -> torch.Tensor:
+    """Integer softmax attention. q (B, H, R, dh), k (B, H, L, dh) and v1 (B, H, L, dh + 1) hold
+    int8 values in float32 (v1's last column is ones); key_bias (B, 1, R or 1, L) is 0 where a row
+    may attend to a key and -2^22 where it may not. Returns the int8 outputs (B, H, R, dh), float64.
+
+    s = q.k (|s| < 2^20), D = max_j s - s, e = (D * exp_mul) >> exp_shift (units of 2^-10 bit);
+    P = EXP2(e & 1023) >> (e >> 10), 0 from e >> 10 >= 16 on (so D may be clamped at exp_clamp,
+    where that already holds); the row's weights are shifted right by k = max(0, bits(sum P) - 17)
+    so that their total T is below 2^17 and every partial sum of P.v stays below 2^24; the output
+    is clamp((P.v * R * out_mul + 2^(s-1)) >> s, -127, 127) with (R, e) = reciprocal(T) and
+    s = out_shift + e + 13: P.v / T, rounded, in the output's units.
+    """
+    b, h, rows, keys = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    step = max(1, ATTN_CHUNK // max(1, b * h * keys))
+    acc = torch.empty(b, h, rows, v1.shape[-1], dtype=torch.float32, device=q.device)
+    kt = k.transpose(-1, -2)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        s = q[:, :, r0:r1] @ kt
+        s += key_bias if key_bias.shape[2] == 1 else key_bias[:, :, r0:r1]
+        m = s.amax(-1, keepdim=True)
+        e = s.neg_().add_(m).clamp_(max=exp_clamp).to(torch.int32)
+        e.mul_(exp_mul).__irshift__(exp_shift)
+        z = (e >> LOG2_FRAC).clamp_(max=ATTN_EXP_MAX)
+        p = exp2_poly(e.bitwise_and_((1 << LOG2_FRAC) - 1)).__irshift__(z)
+        total = p.sum(-1, keepdim=True, dtype=torch.int32).to(torch.int64)
+        p >>= (bit_length(total) - ATTN_SUM_BITS).clamp_(min=0).to(torch.int32)
+        torch.matmul(p.to(torch.float32), v1, out=acc[:, :, r0:r1])
+    r, e_t = reciprocal(acc[..., -1:].to(torch.int64))  # T: 2^15 - L < T < 2^17
+    shift = out_shift + e_t + 13
+    # |P.v| < 2^24, R < 2^13, out_mul < 2^15: the float64 products are exact
+    scale = (r * out_mul).to(torch.float64) * pow2(-shift)
+    return (acc[..., :-1] * scale).add_(0.5).floor_().clamp_(-ACT_MAX, ACT_MAX)
+
+
+def frequencies(logits: torch.Tensor, precision: int) -> torch.Tensor:
+    """Integer frequencies (n, k) int64 for integer logits (n, k) in units of 2^-10 bit: each
+    >= 1, each row summing to 2^precision.
+
+    d = max - logit, p = (EXP2(d & 1023) << 8) >> (d >> 10) (0 from d >> 10 >= 24 on), S = sum p;
+    with (R, e) = reciprocal(S), W = ((2^precision - k) * R) >> (e - 23) and f = 1 + ((p * W) >> 36);
+    sum f <= 2^precision, and the rest goes to the largest f (the first of equal ones)."""
+    n, k = logits.shape
+    logits = logits.to(torch.int64)
+    d = (logits.amax(-1, keepdim=True) - logits).clamp_(max=FREQ_EXP_MAX << LOG2_FRAC)
+    p = (exp2_poly(d & ((1 << LOG2_FRAC) - 1)) << 8) >> (d >> LOG2_FRAC)
+    r, e = reciprocal(p.sum(-1, keepdim=True))
+    w = (((1 << precision) - k) * r) >> (e - 23)
+    f = ((p * w) >> FREQ_SHIFT) + 1
+    rest = (1 << precision) - f.sum(-1)
+    f[torch.arange(n, device=f.device), f.argmax(-1)] += rest
+    return f

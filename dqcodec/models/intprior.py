@@ -1,0 +1,374 @@
+"""The integer DQ-Transformer prior: the model that coding uses (normative: FORMAT.md, section 8).
+
+It is the float `DQTransformer` after quantisation-aware training, run in exact integer arithmetic
+(`dqcodec.intmath`): int16 embeddings, int8 weights and activations, per-channel requantisation
+by an integer multiplier and shift, an integer LayerNorm, a GELU table and an integer softmax.
+Tokens map to frequencies the same way on every CPU and GPU, at any thread count.
+
+Weights are a numpy `.npz` of integer arrays (loaded with allow_pickle=False); the arithmetic
+bounds that make float32 matrix products exact are checked when they load.
+
+Coding runs several tiles side by side: each pass adds the content slots of the group just coded
+to each tile's key/value cache and predicts the next group's tokens (query slots). Exact
+arithmetic makes a slot's result independent of which tiles, rows and passes it is computed with.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dqcodec.errors import DQCError
+from dqcodec.intmath import (
+    ACT_MAX,
+    ATTN_EXP_MAX,
+    ATTN_SUM_BITS,
+    GELU_HALF,
+    LOG2_FRAC,
+    RESID_MAX,
+    attention,
+    frequencies,
+    layer_norm,
+    requantize,
+)
+from dqcodec.tokens import KIND_MAP
+
+FORMAT_TAG = "dqc-int-prior-1"
+FP32_EXACT = 1 << 24  # float32 holds every integer below this exactly
+FP64_EXACT = 1 << 53
+MASKED = -(1 << 22)  # score bias of a key a row may not attend to
+MAX_KEYS = 1 << 15  # keys per tile (a tile has at most 1 + 256 + 4096)
+
+
+class WeightsError(DQCError):
+    """The integer prior's weight file is malformed or breaks an arithmetic bound."""
+
+
+@dataclass(frozen=True)
+class IntLinear:
+    """acc = a . W (int8 a, int8 W), out = (acc * M + B) >> S per output channel."""
+
+    weight_t: torch.Tensor  # (in, out) int8 values in float32
+    mul: torch.Tensor  # (out,) M * 2^-S, float64 (exact)
+    add: torch.Tensor  # (out,) B * 2^-S, float64 (exact), rounding offset included
+
+    def __call__(self, a: torch.Tensor) -> torch.Tensor:
+        """int8 activations (n, in), float -> (n, out) integers in float64, before any clamp."""
+        return requantize(a.to(self.weight_t.dtype) @ self.weight_t, self.mul, self.add)
+
+    def rows(self, lo: int, hi: int) -> IntLinear:
+        """The layer restricted to output channels lo..hi-1."""
+        return IntLinear(self.weight_t[:, lo:hi], self.mul[lo:hi], self.add[lo:hi])
+
+
+@dataclass(frozen=True)
+class IntNorm:
+    gain: torch.Tensor  # (d,) integers, float64
+    bias: torch.Tensor  # (d,) integers, float64
+    eps: int
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.gain, self.bias, self.eps).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class IntBlock:
+    ln1: IntNorm
+    qkv: IntLinear
+    q_only: IntLinear
+    exp_mul: int
+    exp_shift: int
+    exp_clamp: int
+    out_mul: int
+    out_shift: int
+    proj: IntLinear
+    ln2: IntNorm
+    fc1: IntLinear
+    gelu: torch.Tensor  # (2 * GELU_HALF,) int8 values as float32
+    fc2: IntLinear
+
+
+class KVCache:
+    """Keys and values of the content slots of a batch of tiles, per block: k (B, H, cap, dh) and
+    v1 (B, H, cap, dh + 1) (a ones column: the attention weights' row totals), int8 values in float32."""
+
+    def __init__(self, prior: IntPrior, tiles: int, capacity: int = 512) -> None:
+        cfg = prior.config
+        self.heads, self.dh = cfg["heads"], cfg["dim"] // cfg["heads"]
+        self.k = [torch.zeros(tiles, self.heads, capacity, self.dh) for _ in prior.blocks]
+        self.v1 = [torch.ones(tiles, self.heads, capacity, self.dh + 1) for _ in prior.blocks]
+        self.lengths = torch.zeros(tiles, dtype=torch.int64)
+
+    @property
+    def tiles(self) -> int:
+        return len(self.lengths)
+
+    def reserve(self, length: int) -> None:
+        cap = self.k[0].shape[2]
+        if length <= cap:
+            return
+        if length > MAX_KEYS:
+            raise DQCError(f"a tile cannot hold {length} tokens")
+        cap = max(length, 2 * cap)
+        for i in range(len(self.k)):
+            k = torch.zeros(self.tiles, self.heads, cap, self.dh)
+            v1 = torch.ones(self.tiles, self.heads, cap, self.dh + 1)
+            k[:, :, : self.k[i].shape[2]] = self.k[i]
+            v1[:, :, : self.v1[i].shape[2]] = self.v1[i]
+            self.k[i], self.v1[i] = k, v1
+
+
+def _json(arrays: dict[str, np.ndarray], key: str) -> dict:
+    return json.loads(arrays[key].tobytes().decode())
+
+
+class IntPrior:
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        try:
+            self.config = _json(arrays, "config")
+            self.meta = _json(arrays, "meta") if "meta" in arrays else {}
+            if self.config.get("format") != FORMAT_TAG:
+                raise WeightsError(f"integer prior weights of format {self.config.get('format')!r}, not {FORMAT_TAG}")
+            self._load(arrays)
+        except (KeyError, ValueError, TypeError) as e:
+            raise WeightsError(f"malformed integer prior weights ({type(e).__name__}: {e})") from None
+        self._bos = self._bos_keys()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> IntPrior:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            return cls({k: z[k] for k in z.files})
+
+    # ----- loading and bounds --------------------------------------------------------------
+    def _load(self, a: dict[str, np.ndarray]) -> None:
+        cfg = self.config
+        d, heads, k = cfg["dim"], cfg["heads"], cfg["num_codes"]
+        self.num_codes = k
+        self.embed_shift = int(cfg["embed_shift"])
+        if not 0 <= self.embed_shift <= 4:  # three int16 embeddings << 4 stay below the residual's 2^21
+            raise WeightsError(f"embed_shift {self.embed_shift} is outside 0..4")
+        eps = int(cfg["ln_eps"])
+        if d % heads or d & (d - 1):
+            raise WeightsError("dim must be a power of two divisible by the head count")
+        emb = {n: self._int(a, n, (16,)) for n in ("content_embed", "level_embed", "pos_embed", "kind_embed")}
+        self.content_embed, self.level_embed = emb["content_embed"], emb["level_embed"]
+        self.pos_embed, self.kind_embed = emb["pos_embed"], emb["kind_embed"]
+        self.query_embed = self._int(a, "query_embed", (16,))
+        self.bos = self._int(a, "bos", (16,))
+        for t in (*emb.values(), self.query_embed[None], self.bos[None]):
+            if t.shape[-1] != d:
+                raise WeightsError("embedding width differs from dim")
+        self.blocks = []
+        for i in range(cfg["layers"]):
+            p = f"blocks.{i}."
+            qkv = self._linear(a, p + "qkv", d, 3 * d)
+            blk = IntBlock(
+                ln1=self._norm(a, p + "ln1", d, eps),
+                qkv=qkv,
+                q_only=qkv.rows(0, d),
+                exp_mul=self._scalar(a, p + "attn.exp_mul", 1, 1 << 20),
+                exp_shift=self._scalar(a, p + "attn.exp_shift", 0, 30),
+                exp_clamp=self._scalar(a, p + "attn.exp_clamp", 1, 1 << 21),
+                out_mul=self._scalar(a, p + "attn.out_mul", 1, (1 << 15) - 1),
+                out_shift=self._scalar(a, p + "attn.out_shift", 0, 40),
+                proj=self._linear(a, p + "proj", d, d),
+                ln2=self._norm(a, p + "ln2", d, eps),
+                fc1=self._linear(a, p + "fc1", d, cfg["mlp_ratio"] * d),
+                gelu=self._int(a, p + "gelu", (8,)).to(torch.float32),
+                fc2=self._linear(a, p + "fc2", cfg["mlp_ratio"] * d, d),
+            )
+            if blk.gelu.shape != (2 * GELU_HALF,):
+                raise WeightsError(f"{p}gelu must have {2 * GELU_HALF} entries")
+            # D * exp_mul must fit int32, and at the clamp the weight must already be 0
+            if blk.exp_clamp * blk.exp_mul >= 1 << 31:
+                raise WeightsError(f"{p}attn: exp_clamp * exp_mul reaches 2^31")
+            if (blk.exp_clamp * blk.exp_mul >> blk.exp_shift) >> LOG2_FRAC < ATTN_EXP_MAX:
+                raise WeightsError(f"{p}attn: exp_clamp is below where attention weights reach 0")
+            self.blocks.append(blk)
+        self.ln_out = self._norm(a, "ln_out", d, eps)
+        self.map_head = self._linear(a, "map_head", d, cfg["num_levels"])
+        self.code_head = self._linear(a, "code_head", d, k)
+        # the products of int8 queries and keys, and of attention weights (row total < 2^17) and
+        # int8 values, are exact in float32 whatever the weights
+        assert (d // heads) * ACT_MAX * ACT_MAX < FP32_EXACT and ACT_MAX << ATTN_SUM_BITS < FP32_EXACT
+
+    @staticmethod
+    def _int(a: dict[str, np.ndarray], name: str, bits: tuple[int, ...]) -> torch.Tensor:
+        x = a[name]
+        if x.dtype.kind not in "iu" or x.dtype.itemsize * 8 not in bits:
+            raise WeightsError(f"{name} must be int{'/'.join(map(str, bits))}, got {x.dtype}")
+        if bits == (8,) and x.size and np.abs(x.astype(np.int64)).max() > ACT_MAX:
+            raise WeightsError(f"{name} has values outside -127..127")
+        return torch.from_numpy(x.astype(np.int64))
+
+    @staticmethod
+    def _scalar(a: dict[str, np.ndarray], name: str, lo: int, hi: int) -> int:
+        v = int(a[name])
+        if not lo <= v <= hi:
+            raise WeightsError(f"{name} = {v} is outside {lo}..{hi}")
+        return v
+
+    def _norm(self, a: dict[str, np.ndarray], name: str, d: int, eps: int) -> IntNorm:
+        gain, bias = self._int(a, name + ".gain", (32,)), self._int(a, name + ".bias", (64,))
+        if gain.shape != (d,) or bias.shape != (d,) or not (_below(gain, 1 << 20) and _below(bias, 1 << 40)):
+            raise WeightsError(f"{name}: gain must be (d,) below 2^20 and bias (d,) below 2^40")
+        return IntNorm(gain.double(), bias.double(), eps)
+
+    def _linear(self, a: dict[str, np.ndarray], name: str, n_in: int, n_out: int) -> IntLinear:
+        w = self._int(a, name + ".weight", (8,))
+        mul, add = self._int(a, name + ".mul", (64,)), self._int(a, name + ".add", (64,))
+        shift = self._scalar(a, name + ".shift", 1, 62)
+        if w.shape != (n_out, n_in) or mul.shape != (n_out,) or add.shape != (n_out,):
+            raise WeightsError(f"{name}: expected a ({n_out}, {n_in}) weight with (n_out,) mul and add")
+        # every partial sum of a row of int8 activations times a column of weights is at most
+        # 127 * sum |w|: below 2^24, float32 holds them all exactly
+        acc_bound = ACT_MAX * w.abs().sum(1)
+        if int(acc_bound.max()) >= FP32_EXACT or not _below(mul, 1 << 24) or not _below(add, FP64_EXACT):
+            raise WeightsError(f"{name}: 127 * sum |weight| and |mul| must stay below 2^24, |add| below 2^53")
+        # acc * M + B must stay an integer below 2^53 for the float64 requantisation
+        if int((acc_bound * mul.abs() + add.abs()).max()) >= FP64_EXACT:
+            raise WeightsError(f"{name}: 127 * sum |weight| * |mul| + |add| reaches 2^53")
+        scale = 2.0**-shift
+        return IntLinear(w.t().contiguous().to(torch.float32), mul.double() * scale, add.double() * scale)
+
+    # ----- embeddings ------------------------------------------------------------------------
+    def embed_query(self, kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Residual rows (n, d) of query slots: (pos + kind + query embeddings) << embed_shift."""
+        return ((self.pos_embed[pos] + self.kind_embed[kind] + self.query_embed) << self.embed_shift).double()
+
+    def embed_content(self, kind: torch.Tensor, pos: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+        """Residual rows (n, d) of content slots: (pos + kind + value embeddings) << embed_shift,
+        the value's embedding from the level table for MAP tokens, the code table otherwise."""
+        is_map = kind == KIND_MAP
+        val = torch.where(
+            is_map[:, None],
+            self.level_embed[torch.where(is_map, value, 0).clamp(0, len(self.level_embed) - 1)],
+            self.content_embed[torch.where(is_map, 0, value)],
+        )
+        return ((self.pos_embed[pos] + self.kind_embed[kind] + val) << self.embed_shift).double()
+
+    # ----- coding passes ---------------------------------------------------------------------
+    def new_cache(self, tiles: int, capacity: int = 512) -> KVCache:
+        """Caches of `tiles` tiles, each holding the BOS slot."""
+        cache = KVCache(self, tiles, capacity)
+        for i, (k, v) in enumerate(self._bos):
+            cache.k[i][:, :, 0] = k
+            cache.v1[i][:, :, 0, :-1] = v
+        cache.lengths += 1
+        return cache
+
+    def _bos_keys(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        cache = KVCache(self, 1, 1)
+        h = (self.bos << self.embed_shift)[None].double()
+        self._forward(cache, h, torch.zeros(1, dtype=torch.int64), h[:0], torch.zeros(0, dtype=torch.int64))
+        return [(k[0, :, 0].clone(), v1[0, :, 0, :-1].clone()) for k, v1 in zip(cache.k, cache.v1)]
+
+    def step(
+        self,
+        cache: KVCache,
+        content: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None],
+        query: list[tuple[torch.Tensor, torch.Tensor] | None],
+        precision: int,
+    ) -> list[np.ndarray | None]:
+        """One pass over the cache's tiles: add each tile's `content` slots (kind, pos, value) to
+        its cache and give the frequency tables (n, k) of its `query` tokens (kind, pos), all of
+        one kind (the streams of all tiles move together); None for a tile without queries."""
+        tiles = torch.arange(cache.tiles)
+        c_parts = [(b, c) for b, c in zip(tiles.tolist(), content) if c is not None and len(c[0])]
+        q_parts = [(b, q) for b, q in zip(tiles.tolist(), query) if q is not None and len(q[0])]
+        h_c = self.embed_content(*(torch.cat(t) for t in zip(*(c for _, c in c_parts)))) if c_parts else None
+        h_q = self.embed_query(*(torch.cat(t) for t in zip(*(q for _, q in q_parts)))) if q_parts else None
+        tile_c = torch.cat([torch.full((len(c[0]),), b) for b, c in c_parts]) if c_parts else tiles[:0]
+        tile_q = torch.cat([torch.full((len(q[0]),), b) for b, q in q_parts]) if q_parts else tiles[:0]
+        empty = torch.zeros(0, self.bos.shape[0], dtype=torch.float64)
+        out = self._forward(cache, h_c if h_c is not None else empty, tile_c, h_q if h_q is not None else empty, tile_q)
+        result: list[np.ndarray | None] = [None] * cache.tiles
+        if not q_parts:
+            return result
+        kinds = {int(q[0][0]) == KIND_MAP for _, q in q_parts}
+        if len(kinds) > 1:
+            raise ValueError("the query tokens of one pass must all be map tokens or all codes")
+        head = self.map_head if kinds.pop() else self.code_head
+        freq = frequencies(head(self.ln_out(out)), precision).numpy()
+        start = 0
+        for b, q in q_parts:
+            result[b] = freq[start : start + len(q[0])]
+            start += len(q[0])
+        return result
+
+    def _forward(
+        self, cache: KVCache, h_c: torch.Tensor, tile_c: torch.Tensor, h_q: torch.Tensor, tile_q: torch.Tensor
+    ) -> torch.Tensor:
+        """Content rows h_c of tiles tile_c join the cache; query rows h_q of tiles tile_q attend
+        to it. Returns the query rows' residuals after the last block."""
+        d, heads = h_c.shape[1], cache.heads
+        n_c = len(h_c)
+        # each tile's rows sit in a padded block: its content rows first, then its query rows
+        counts_c = torch.bincount(tile_c, minlength=cache.tiles)
+        counts_q = torch.bincount(tile_q, minlength=cache.tiles)
+        slot_c = _rank_within(tile_c)
+        slot_q = counts_c[tile_q] + _rank_within(tile_q)
+        key_c = cache.lengths[tile_c] + slot_c
+        new_len = cache.lengths + counts_c
+        cache.reserve(int(new_len.max()))
+        n_keys = int(new_len.max())
+        key_bias = torch.where(torch.arange(n_keys) < new_len[:, None], 0.0, float(MASKED))[:, None, None, :]
+        h = torch.cat([h_c, h_q])
+        tile, slot = torch.cat([tile_c, tile_q]), torch.cat([slot_c, slot_q])
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            a = blk.ln1(h)
+            kv = blk.qkv(a[:n_c]).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32) if n_c else None
+            if kv is not None:
+                cache.k[i][tile_c, :, key_c] = kv[:, d : 2 * d].view(n_c, heads, -1)
+                cache.v1[i][tile_c, :, key_c, :-1] = kv[:, 2 * d :].view(n_c, heads, -1)
+            if i == last:  # content rows need only their keys and values in the last block
+                h, a, tile, slot = h[n_c:], a[n_c:], tile[n_c:], slot[n_c:]
+                q = blk.q_only(a).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+            else:
+                q_q = blk.q_only(a[n_c:]).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+                q = torch.cat([kv[:, :d], q_q]) if kv is not None else q_q
+            if not len(h):
+                break
+            rows = int((counts_c + counts_q).max()) if i < last else int(counts_q.max())
+            slot_i = slot if i < last else slot - counts_c[tile]
+            qp = torch.zeros(cache.tiles, rows, d)
+            qp[tile, slot_i] = q
+            o = attention(
+                qp.view(cache.tiles, rows, heads, -1).transpose(1, 2),
+                cache.k[i][:, :, :n_keys],
+                cache.v1[i][:, :, :n_keys],
+                key_bias,
+                blk.exp_mul,
+                blk.exp_shift,
+                blk.exp_clamp,
+                blk.out_mul,
+                blk.out_shift,
+            )
+            o = o.transpose(1, 2).reshape(cache.tiles, rows, d)[tile, slot_i]
+            h = (h + blk.proj(o)).clamp_(-RESID_MAX, RESID_MAX)
+            u = blk.fc1(blk.ln2(h)).clamp_(-GELU_HALF, GELU_HALF - 1).add_(GELU_HALF).to(torch.int64)
+            g = blk.gelu.index_select(0, u.view(-1)).view(u.shape)
+            h = (h + blk.fc2(g)).clamp_(-RESID_MAX, RESID_MAX)
+        cache.lengths = new_len
+        return h
+
+
+def _below(t: torch.Tensor, limit: int) -> bool:
+    """Every |value| < limit (int64; safe for the most negative int64, whose abs() overflows)."""
+    return bool(((t > -limit) & (t < limit)).all())
+
+
+def _rank_within(groups: torch.Tensor) -> torch.Tensor:
+    """For a non-decreasing sequence of group numbers, each element's index within its group."""
+    if not len(groups):
+        return groups
+    idx = torch.arange(len(groups))
+    starts = torch.ones_like(groups, dtype=torch.bool)
+    starts[1:] = groups[1:] != groups[:-1]
+    first = torch.cummax(torch.where(starts, idx, 0), 0).values
+    return idx - first

@@ -1,0 +1,178 @@
+"""The encoder's choices, which the decoder never needs: the granularity map for a quality or a
+target rate, and the picture's scale (resampled coding).
+
+`-q` picks the map: with tune "ssim" the DGC gate ranks regions and the quality sets the shares
+of coarse, medium and fine regions; with tune "psnr" each region gets the level of least squared
+error + lambda * bits (`rdo`). `--bpp` searches the quality (and the scale band) whose file stays
+at the target, counting bits exactly with the integer prior.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from dqcodec.coding import tile_grid, token_bits
+from dqcodec.errors import DQCError
+from dqcodec.loading import LoadedModel
+from dqcodec.models.dqvae import NUM_LEVELS, rank_levels
+from dqcodec.rdo import RegionCosts, choose_levels, region_distortion, region_rate
+from dqcodec.tokens import Schedule
+from dqcodec.transform import encode_tiled, pad16, resample_picture, synthesize
+
+DEFAULT_QUALITY = 50
+# How the encoder chooses the granularity map (the decoder does not care):
+#   "ssim": the DGC gate ranks regions, quality sets the shares (best MS-SSIM and SSIMULACRA2)
+#   "psnr": per region, least squared error + lambda * bits (see rdo; best PSNR)
+TUNES = ("ssim", "psnr")
+DEFAULT_TUNE = "ssim"
+# The coded picture may be resampled (RSMP chunk): below 1 for rates under all-coarse, above 1
+# for rates over all-fine (the model's finest level is one code per 4x4 pixels).
+MIN_SCALE, MAX_SCALE = 0.25, 2.0
+# Scale that --bpp uses for a target rate: the first band whose upper rate is at least the target.
+# Where each scale's RD curve is best, measured on BSDS500 test images (benchmarks, not Kodak).
+SCALE_BANDS = ((0.03, 0.5), (0.09, 0.71), (0.22, 1.0), (math.inf, 1.5))
+RSMP_BITS = 8 * 20  # the RSMP chunk of a resampled file
+FILE_BITS = 8 * 69  # signature, version, HEAD and END chunks
+TILE_BITS = 8 * (24 + 2)  # a TILE chunk's framing, and about half a coder word of flush
+
+
+def check_quality(quality: float) -> None:
+    if not 0 <= quality <= 100:
+        raise DQCError(f"quality must be between 0 and 100, got {quality}")
+
+
+def quality_to_shares(quality: float, fixed_grid: bool = False) -> tuple[float, float]:
+    """Quality 0..100 -> (share of fine regions, share of medium regions).
+
+    The fixed-grid baseline has three settings: all coarse (< 34), all medium (< 67), all fine.
+    With tune "ssim" (regions ranked by the DGC gate), 0..50 turns coarse regions into medium
+    ones and 50..100 medium into fine.
+    """
+    if fixed_grid:
+        return (0.0, 0.0) if quality < 34 else (0.0, 1.0) if quality < 67 else (1.0, 0.0)
+    if quality <= 50:
+        return 0.0, quality / 50
+    fine = (quality - 50) / 50
+    return fine, 1.0 - fine
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What the encoder knows about an image before it chooses the granularity map."""
+
+    score: torch.Tensor  # (h, w) DGC gate scores
+    idx: tuple[torch.Tensor, ...]  # code indices of every level, everywhere
+    costs: RegionCosts | None = None  # distortion and rate of every region at every level (tune "psnr")
+
+
+@torch.no_grad()
+def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DEFAULT_TUNE) -> Analysis:
+    """Run the DQ-VAE encoder once; for tune "psnr" also decode the image at each level to
+    measure every region's distortion there. x (1, 3, H, W) in [0, 1]."""
+    if tune not in TUNES:
+        raise DQCError(f"unknown tune {tune!r}; available: {', '.join(TUNES)}")
+    vae = m.vae.to(device)
+    latents, score = encode_tiled(vae, pad16(x).to(device) * 2 - 1)
+    idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
+    costs = None
+    if tune == "psnr" and not m.fixed_grid:
+        h, w = x.shape[-2:]
+        original = (x[0] * 255).round().to(torch.uint8)
+        uniform = [torch.full(score.shape[1:], lv) for lv in range(NUM_LEVELS)]
+        decoded = torch.stack([synthesize(m.vae, lv, idx, w, h, device) for lv in uniform])
+        distortion = region_distortion(decoded, original)
+        costs = RegionCosts(distortion, region_rate(distortion.shape[1:]), h * w)
+    return Analysis(score[0].float().cpu(), idx, costs)
+
+
+def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[torch.Tensor, int, int]:
+    """Granularity map for a quality, and its shares as stored in the header (1/65535 units).
+
+    With region distortions measured (tune "psnr") the map minimises distortion + lambda * rate
+    per region; otherwise regions are ranked by the gate at the shares of `quality_to_shares`.
+    """
+    check_quality(quality)
+    if m.fixed_grid:
+        share_fine, share_medium = quality_to_shares(quality, fixed_grid=True)
+        levels = torch.full(a.score.shape, 2 if share_fine else 1 if share_medium else 0, dtype=torch.long)
+    elif a.costs is not None:
+        levels = choose_levels(a.costs, quality)
+    else:
+        shares = (torch.tensor([s]) for s in quality_to_shares(quality))
+        levels = rank_levels(a.score[None], *shares)[0]
+    return levels, *header_shares(levels)
+
+
+def header_shares(levels: torch.Tensor) -> tuple[int, int]:
+    """Shares of fine and medium regions in the header's units (1/65535)."""
+    n = levels.numel()
+    q_fine, q_medium = (round(int((levels == lv).sum()) * 65535 / n) for lv in (2, 1))
+    return q_fine, q_medium
+
+
+def estimate_bits(
+    m: LoadedModel, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], schedule: Schedule, workers: int | None = None
+) -> float:
+    """Bits of a whole file with these tokens: their exact code lengths under the prior plus the
+    container's bytes."""
+    tiles = len(tile_grid(*levels.shape))
+    return token_bits(m.prior, levels, idx, schedule, workers) + tiles * TILE_BITS + FILE_BITS
+
+
+def quality_for_bpp(
+    m: LoadedModel, a: Analysis, pixels: int, target: float, schedule: Schedule, extra_bits: float = 0.0
+) -> float | None:
+    """Highest quality whose estimated rate (plus `extra_bits`) stays at or under `target` bpp
+    (bisection on quality to within 1/128 of the range); None if even quality 0 is over."""
+
+    def fits(q: float) -> bool:
+        bits = estimate_bits(m, levels_for_quality(m, a, q)[0], a.idx, schedule) + extra_bits
+        return bits / pixels <= target
+
+    if m.fixed_grid:
+        return max((q for q in (0.0, 50.0, 100.0) if fits(q)), default=None)
+    if not fits(0.0):
+        return None
+    lo, hi = 0.0, 100.0
+    if fits(hi):
+        return hi
+    for _ in range(7):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def scales_for_bpp(target_bpp: float) -> list[float]:
+    """The scale of the target's band, then the smaller ones."""
+    band = next(i for i, (upper, _) in enumerate(SCALE_BANDS) if target_bpp <= upper)
+    return [scale for _, scale in SCALE_BANDS[band::-1]]
+
+
+def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Size of the picture the model codes for an image resampled by `scale`."""
+    if not MIN_SCALE <= scale <= MAX_SCALE:
+        raise DQCError(f"scale must be between {MIN_SCALE} and {MAX_SCALE}, got {scale}")
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def fit_rate(
+    m: LoadedModel, x: torch.Tensor, target_bpp: float, scale: float | None, schedule: Schedule, device: str, tune: str
+) -> tuple[tuple[int, int], Analysis, float]:
+    """Coded size, analysis and quality for a target rate: at `scale`, or else at the scale of the
+    target's band (SCALE_BANDS) and, if even quality 0 is over the target there, at the smaller
+    ones in turn; where none reaches it, the scale with the smallest file."""
+    h, w = x.shape[-2:]
+    floors: list[tuple[float, tuple[int, int], Analysis]] = []
+    for s in [scale] if scale else scales_for_bpp(target_bpp):
+        coded = coded_size(w, h, s)
+        a = analyze(m, resample_picture(x, *coded), device, tune)
+        extra = 0.0 if coded == (w, h) else RSMP_BITS
+        quality = quality_for_bpp(m, a, h * w, target_bpp, schedule, extra)
+        if quality is not None:
+            return coded, a, quality
+        floors.append((estimate_bits(m, levels_for_quality(m, a, 0)[0], a.idx, schedule) + extra, coded, a))
+    _, coded, a = min(floors, key=lambda f: f[0])
+    return coded, a, 0.0

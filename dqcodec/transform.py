@@ -1,0 +1,97 @@
+"""The DQ-VAE transform on whole pictures: analysis and synthesis in tiles with a halo, so that
+memory stays bounded on large images, and the 8-bit rounding of the synthesised picture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from dqcodec.models import DQVAE
+from dqcodec.models.dqvae import LEVEL_STRIDES, Tokens
+from dqcodec.resample import resize
+from dqcodec.tokens import KIND_SCALE
+
+TRANSFORM_TILE = 1024  # pixels; larger images go through the DQ-VAE in tiles (its memory grows with area)
+TRANSFORM_HALO = 128  # pixels of context around each tile, about the receptive field
+
+
+def pad16(x: torch.Tensor) -> torch.Tensor:
+    """Pad (.., H, W) on the right and bottom to multiples of 16 by repeating the last row and column."""
+    h, w = x.shape[-2:]
+    ph, pw = -h % 16, -w % 16
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def windows(h: int, w: int, tile: int, halo: int) -> Iterator[tuple[slice, slice, slice, slice]]:
+    """Tiles of an (h, w) grid in raster order: rows and columns of the tile, then rows and
+    columns of the tile with up to `halo` of context on each side."""
+    for y0 in range(0, h, tile):
+        for x0 in range(0, w, tile):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            ya, xa = max(0, y0 - halo), max(0, x0 - halo)
+            yield slice(y0, y1), slice(x0, x1), slice(ya, min(h, y1 + halo)), slice(xa, min(w, x1 + halo))
+
+
+def _scaled(sl: slice, mul: int = 1, div: int = 1) -> slice:
+    return slice(sl.start * mul // div, sl.stop * mul // div)
+
+
+def _inner(core: slice, context: slice, mul: int = 1, div: int = 1) -> slice:
+    """Where `core` lies inside what was computed for `context`, at mul/div output units per grid unit."""
+    return _scaled(slice(core.start - context.start, core.stop - context.start), mul, div)
+
+
+def encode_tiled(vae: DQVAE, x: torch.Tensor, tile: int = TRANSFORM_TILE) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The DQ-VAE encoder on x (1, 3, H, W), H and W multiples of 16, tile by tile with a halo
+    (identical code indices to one whole-image pass; tested)."""
+    h, w = x.shape[-2:]
+    if h <= tile and w <= tile:
+        return vae.encoder(x)
+    latents: list[torch.Tensor] | None = None
+    score = x.new_empty(1, h // 16, w // 16)
+    for rows, cols, c_rows, c_cols in windows(h, w, tile, TRANSFORM_HALO):
+        t_lat, t_score = vae.encoder(x[..., c_rows, c_cols])
+        if latents is None:
+            latents = [t_lat[i].new_empty(1, t_lat[i].shape[1], h // s, w // s) for i, s in enumerate(LEVEL_STRIDES)]
+        for out, t, s in zip(latents + [score[:, None]], t_lat + [t_score[:, None]], (*LEVEL_STRIDES, 16)):
+            out[..., _scaled(rows, div=s), _scaled(cols, div=s)] = t[
+                ..., _inner(rows, c_rows, div=s), _inner(cols, c_cols, div=s)
+            ]
+    assert latents is not None
+    return latents, score
+
+
+def decode_tiled(
+    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, tile: int = TRANSFORM_TILE // 16
+) -> torch.Tensor:
+    """DQ-VAE decoder output (3, 16h, 16w) for a region grid (h, w), `tile` regions a side with a halo,
+    so that memory stays bounded; within rounding the same picture as decoding the whole grid at once."""
+    h, w = levels.shape
+    out = torch.empty(3, h * 16, w * 16)
+    for rows, cols, c_rows, c_cols in windows(h, w, tile, TRANSFORM_HALO // 16):
+        t_idx = tuple(i[None, _scaled(c_rows, s), _scaled(c_cols, s)].to(device) for i, s in zip(idx, KIND_SCALE[1:]))
+        y = vae.decode(Tokens(levels[None, c_rows, c_cols].to(device), t_idx))[0].cpu()  # type: ignore[arg-type]
+        out[:, _scaled(rows, 16), _scaled(cols, 16)] = y[:, _inner(rows, c_rows, 16), _inner(cols, c_cols, 16)]
+    return out
+
+
+def to_uint8(y: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Decoder output (3, H', W') in [-1, 1], unclamped -> (3, height, width) uint8."""
+    return ((y[:, :height, :width].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def synthesize(
+    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], width: int, height: int, device: str = "cpu"
+) -> torch.Tensor:
+    """The 8-bit picture (3, height, width) the tokens of a (h, w) region grid describe."""
+    return to_uint8(decode_tiled(vae.to(device), levels, idx, device), width, height)
+
+
+def resample_picture(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """x (1, 3, H, W) in [0, 1] resampled to (1, 3, height, width) through 8 bits, as the decoder will."""
+    if x.shape[-2:] == (height, width):
+        return x
+    return resize((x[0] * 255).round().to(torch.uint8), width, height)[None].float() / 255.0

@@ -1,0 +1,72 @@
+"""A .dqc file is the same on every CPU kind and thread count, and decodes to the same symbols.
+
+The installed `dqc` runs in subprocesses under torch's instruction-set dispatch levels
+(ATEN_CPU_CAPABILITY: default, avx2, and avx512 where the CPU has it), with oneDNN capped to the
+same level (ONEDNN_MAX_CPU_ISA), at 1, 2 and 4 threads. Every combination must write the same
+bytes, decode the other combinations' files (each tile's symbol CRC is checked), and give the same
+picture within the conformance tolerance (the synthesis transform is float).
+"""
+
+import hashlib
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+DQC = shutil.which("dqc", path=str(Path(sys.executable).parent)) or "dqc"
+ISA = {"default": "SSE41", "avx2": "AVX2", "avx512": "AVX512_CORE"}
+THREADS = (1, 2, 4)
+MAX_PIXEL_DIFF = 2
+
+
+def cpu_capability() -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.strip().lower()
+
+
+def levels() -> list[str]:
+    return ["default", "avx2"] + (["avx512"] if cpu_capability() == "avx512" else [])
+
+
+def dqc(*args: str, capability: str, threads: int) -> None:
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "ONEDNN_MAX_CPU_ISA": ISA[capability]}
+    r = subprocess.run([DQC, *args, "--threads", str(threads)], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, f"{capability} x{threads}: {r.stderr}"
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiles of a photo, coded with all three granularities (--tune psnr mixes them)."""
+    path = tmp_path_factory.mktemp("portability") / "rocket.png"
+    Image.fromarray(data.rocket()[120:232, 100:420]).save(path)
+    return path
+
+
+def test_every_cpu_kind_and_thread_count_writes_and_reads_the_same_file(photo: Path, tmp_path: Path) -> None:
+    combos = list(itertools.product(levels(), THREADS))
+    files = {}
+    for capability, threads in combos:
+        out = tmp_path / f"{capability}_{threads}.dqc"
+        dqc("encode", str(photo), "-o", str(out), "-q", "60", "--tune", "psnr", capability=capability, threads=threads)
+        files[capability, threads] = out
+    digests = {c: hashlib.sha256(f.read_bytes()).hexdigest() for c, f in files.items()}
+    assert len(set(digests.values())) == 1, digests
+    pictures = {}
+    for i, (capability, threads) in enumerate(combos):
+        src = files[combos[(i + 1) % len(combos)]]  # another combination's file
+        out = tmp_path / f"{capability}_{threads}.png"
+        dqc("decode", str(src), "-o", str(out), capability=capability, threads=threads)
+        pictures[capability, threads] = np.asarray(Image.open(out), dtype=np.int16)
+    first = next(iter(pictures.values()))
+    for combo, picture in pictures.items():
+        assert np.abs(picture - first).max() <= MAX_PIXEL_DIFF, combo
