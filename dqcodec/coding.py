@@ -9,8 +9,10 @@ Encoder, decoder and the rate estimate all run `_code_batch`, so they see the sa
 from __future__ import annotations
 
 import hashlib
+import os
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -24,7 +26,7 @@ from dqcodec.models.intprior import IntPrior
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
 TILE_SIZE = 16 * MAX_REGIONS  # pixels per tile side
-TILE_BATCH = 8  # tiles that go through the prior together (memory grows with it)
+TILE_BATCH = 4  # tiles that go through the prior together, per thread (memory grows with it)
 
 # A coder gets the frequencies (n, k) of a group's n tokens and their values (encoder) or None
 # (decoder), and returns the values.
@@ -61,6 +63,27 @@ def threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def _run_batches(fn: Callable[[list[int]], None], n: int, workers: int | None) -> None:
+    """fn(batch) over batches of tile numbers 0..n-1. With several workers and at least as many
+    tiles, tiles go round-robin to one thread per worker, each running its batches on one torch
+    thread; with fewer tiles, one batch at a time on `workers` torch threads."""
+    workers = max(1, workers or os.cpu_count() or 1)
+    if workers == 1 or n < workers:
+        with threads(workers):
+            for start in range(0, n, TILE_BATCH):
+                fn(list(range(start, min(n, start + TILE_BATCH))))
+        return
+
+    def worker(w: int) -> None:
+        mine = list(range(w, n, workers))
+        with torch.inference_mode():
+            for start in range(0, len(mine), TILE_BATCH):
+                fn(mine[start : start + TILE_BATCH])
+
+    with threads(1), ThreadPoolExecutor(workers) as pool:
+        list(pool.map(worker, range(workers)))
 
 
 def _subset(t: TileTokens, keep: torch.Tensor) -> TileTokens:
@@ -143,35 +166,31 @@ def _map_from_pos(pos: torch.Tensor, values: torch.Tensor, rh: int, rw: int) -> 
     return levels
 
 
-def _batches(n: int, size: int = TILE_BATCH) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(n, start + size))
-
-
 def encode_tiles(
     prior: IntPrior, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], schedule: Schedule, workers: int | None = None
 ) -> list[bitstream.Tile]:
     """Range-code a picture's granularity map (rh, rw) and index maps, tile by tile."""
     grid = tile_grid(*levels.shape)
-    tiles: list[bitstream.Tile] = []
-    with threads(workers):
-        for batch in _batches(len(grid)):
-            encoders = [SymbolEncoder() for _ in batch]
+    tiles: list[bitstream.Tile | None] = [None] * len(grid)
 
-            def coder(enc: SymbolEncoder) -> SymbolCoder:
-                def code(freq: np.ndarray, values: np.ndarray | None) -> np.ndarray:
-                    assert values is not None
-                    enc.encode(values, freq)
-                    return values
+    def coder(enc: SymbolEncoder) -> SymbolCoder:
+        def code(freq: np.ndarray, values: np.ndarray | None) -> np.ndarray:
+            assert values is not None
+            enc.encode(values, freq)
+            return values
 
-                return code
+        return code
 
-            known = [tile_of(levels, idx, *grid[i]) for i in batch]
-            shapes = [grid[i][2:] for i in batch]
-            results = _code_batch(prior, shapes, schedule, [coder(e) for e in encoders], known)  # type: ignore[arg-type]
-            for i, enc, (_, _, symbols) in zip(batch, encoders, results):
-                tiles.append(bitstream.Tile(i, len(symbols), symbols_crc(symbols), enc.finish()))
-    return tiles
+    def run(batch: list[int]) -> None:
+        encoders = [SymbolEncoder() for _ in batch]
+        known = [tile_of(levels, idx, *grid[i]) for i in batch]
+        shapes = [grid[i][2:] for i in batch]
+        results = _code_batch(prior, shapes, schedule, [coder(e) for e in encoders], known)
+        for i, enc, (_, _, symbols) in zip(batch, encoders, results):
+            tiles[i] = bitstream.Tile(i, len(symbols), symbols_crc(symbols), enc.finish())
+
+    _run_batches(run, len(grid), workers)
+    return tiles  # type: ignore[return-value]
 
 
 def decode_tiles(
@@ -181,43 +200,39 @@ def decode_tiles(
     levels = torch.zeros(rh, rw, dtype=torch.long)
     idx = [torch.zeros(rh * s, rw * s, dtype=torch.long) for s in KIND_SCALE[1:]]
     grid = tile_grid(rh, rw)
-    with threads(workers):
-        for batch in _batches(len(grid)):
-            decoders = [SymbolDecoder(tiles[i].data) for i in batch]
 
-            def coder(dec: SymbolDecoder, tile: bitstream.Tile) -> SymbolCoder:
-                def code(freq: np.ndarray, _values: np.ndarray | None) -> np.ndarray:
-                    try:
-                        return dec.decode(freq)
-                    except Exception as e:  # the range decoder ran off corrupt data
-                        raise IntegrityError(f"tile {tile.index} does not decode ({type(e).__name__}: {e})") from None
-
-                return code
-
-            shapes = [grid[i][2:] for i in batch]
-            coders = [coder(d, tiles[i]) for d, i in zip(decoders, batch)]
+    def coder(dec: SymbolDecoder, tile: bitstream.Tile) -> SymbolCoder:
+        def code(freq: np.ndarray, _values: np.ndarray | None) -> np.ndarray:
             try:
-                results = _code_batch(prior, shapes, schedule, coders, None)  # type: ignore[arg-type]
-            except DQCError:
-                raise
-            except Exception as e:  # a corrupt stream decoded to symbols that make no valid tile
-                raise IntegrityError(
-                    f"tiles {batch.start}-{batch.stop - 1} do not decode ({type(e).__name__})"
-                ) from None
-            for i, (t_levels, t_idx, symbols) in zip(batch, results):
-                tile = tiles[i]
-                if len(symbols) != tile.num_symbols or symbols_crc(symbols) != tile.symbol_crc:
-                    raise IntegrityError(
-                        f"tile {tile.index} decoded to different symbols than were encoded (corrupt file)"
-                    )
-                y0, x0, th, tw = grid[i]
-                levels[y0 : y0 + th, x0 : x0 + tw] = t_levels
-                for t, ti, s in zip(idx, t_idx, KIND_SCALE[1:]):
-                    t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] = ti
+                return dec.decode(freq)
+            except Exception as e:  # the range decoder ran off corrupt data
+                raise IntegrityError(f"tile {tile.index} does not decode ({type(e).__name__}: {e})") from None
+
+        return code
+
+    def run(batch: list[int]) -> None:
+        shapes = [grid[i][2:] for i in batch]
+        coders = [coder(SymbolDecoder(tiles[i].data), tiles[i]) for i in batch]
+        try:
+            results = _code_batch(prior, shapes, schedule, coders, None)
+        except DQCError:
+            raise
+        except Exception as e:  # a corrupt stream decoded to symbols that make no valid tile
+            raise IntegrityError(f"tile {tiles[batch[0]].index} does not decode ({type(e).__name__})") from None
+        for i, (t_levels, t_idx, symbols) in zip(batch, results):
+            tile = tiles[i]
+            if len(symbols) != tile.num_symbols or symbols_crc(symbols) != tile.symbol_crc:
+                raise IntegrityError(f"tile {tile.index} decoded to different symbols than were encoded (corrupt file)")
+            y0, x0, th, tw = grid[i]
+            levels[y0 : y0 + th, x0 : x0 + tw] = t_levels
+            for t, ti, s in zip(idx, t_idx, KIND_SCALE[1:]):
+                t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] = ti
+
+    _run_batches(run, len(grid), workers)
     return levels, idx
 
 
-def tile_bits(prior: IntPrior, tiles: list[Tokens], schedule: Schedule) -> list[float]:
+def tile_bits(prior: IntPrior, tiles: list[Tokens], schedule: Schedule, workers: int | None = None) -> list[float]:
     """Bits the range coder spends on each tile's tokens (exact code lengths under the prior)."""
     bits = [0.0] * len(tiles)
 
@@ -229,9 +244,11 @@ def tile_bits(prior: IntPrior, tiles: list[Tokens], schedule: Schedule) -> list[
 
         return code
 
-    for batch in _batches(len(tiles)):
+    def run(batch: list[int]) -> None:
         shapes = [(int(tiles[i].levels.shape[0]), int(tiles[i].levels.shape[1])) for i in batch]
         _code_batch(prior, shapes, schedule, [counter(i) for i in batch], [tiles[i] for i in batch])
+
+    _run_batches(run, len(tiles), workers)
     return bits
 
 
@@ -239,9 +256,8 @@ def token_bits(
     prior: IntPrior, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], schedule: Schedule, workers: int | None = None
 ) -> float:
     """Bits the range coder spends on a picture's tokens (exact code lengths under the prior)."""
-    grid = tile_grid(*levels.shape)
-    with threads(workers):
-        return sum(tile_bits(prior, [tile_of(levels, idx, *g) for g in grid], schedule))
+    tiles = [tile_of(levels, idx, *g) for g in tile_grid(*levels.shape)]
+    return sum(tile_bits(prior, tiles, schedule, workers))
 
 
 def frequency_tables(prior: IntPrior, tiles: list[Tokens], schedule: Schedule) -> list[list[tuple[int, np.ndarray]]]:

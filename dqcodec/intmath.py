@@ -15,6 +15,7 @@ There, multiplying by 2^-s (an exact power of two) and taking the floor is the s
 from __future__ import annotations
 
 import math
+import threading
 from functools import cache
 
 import torch
@@ -76,12 +77,12 @@ def bit_length(v: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(table, v.contiguous(), right=True)
 
 
-def exp2_poly(r: torch.Tensor) -> torch.Tensor:
+def exp2_poly(r: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """EXP2(r) ~ 2^15 * 2^(-r/1024) for integers 0 <= r < 1024 (16394..32768), by Horner's rule
     with floor shifts: h = (A3 r) >> 10; h = ((h + A2) r) >> 10; h = ((h + A1) r) >> 10; h + A0.
     Every product stays below 2^25 (int32 holds it)."""
     a0, a1, a2, a3 = EXP2_POLY
-    h = torch.mul(r, a3).__irshift__(LOG2_FRAC).add_(a2)
+    h = torch.mul(r, a3, out=out).__irshift__(LOG2_FRAC).add_(a2)
     h.mul_(r).__irshift__(LOG2_FRAC).add_(a1)
     return h.mul_(r).__irshift__(LOG2_FRAC).add_(a0)
 
@@ -122,14 +123,16 @@ def reciprocal(total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _t("recip", total)[m - RECIP_LO], e
 
 
-ATTN_CHUNK = 1 << 21  # score-matrix elements per step: keeps the integer softmax in cache
+ATTN_CHUNK = 1 << 19  # score-matrix elements per step: keeps the integer softmax near the cache
+MASKED_SCORE = -(1 << 22)  # the score of a key a row may not attend to: its weight is 0
 
 
 def attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v1: torch.Tensor,
-    key_bias: torch.Tensor,
+    key_group: torch.Tensor | None,
+    row_limit: torch.Tensor | None,
     exp_mul: int,
     exp_shift: int,
     exp_clamp: int,
@@ -137,37 +140,83 @@ def attention(
     out_shift: int,
 ) -> torch.Tensor:
     """Integer softmax attention. q (B, H, R, dh), k (B, H, L, dh) and v1 (B, H, L, dh + 1) hold
-    int8 values in float32 (v1's last column is ones); key_bias (B, 1, R or 1, L) is 0 where a row
-    may attend to a key and -2^22 where it may not. Returns the int8 outputs (B, H, R, dh), float64.
+    int8 values in float32 (v1's last column is ones). Row i of tile b attends to key j where
+    key_group[b, j] <= row_limit[b, i] (row_limit (B, R) or (B, 1)); key_group None: to every key.
+    Returns the int8 outputs (B, H, R, dh), float64.
 
     s = q.k (|s| < 2^20), D = max_j s - s, e = (D * exp_mul) >> exp_shift (units of 2^-10 bit);
     P = EXP2(e & 1023) >> (e >> 10), 0 from e >> 10 >= 16 on (so D may be clamped at exp_clamp,
-    where that already holds); the row's weights are shifted right by k = max(0, bits(sum P) - 17)
-    so that their total T is below 2^17 and every partial sum of P.v stays below 2^24; the output
-    is clamp((P.v * R * out_mul + 2^(s-1)) >> s, -127, 127) with (R, e) = reciprocal(T) and
+    where that already holds, and a key a row may not attend to may get the score -2^22);
+    the row's weights are shifted right by k = max(0, bits(sum P) - 17) so that their total T is
+    below 2^17 and every partial sum of P.v stays below 2^24; the output is
+    clamp((P.v * R * out_mul + 2^(s-1)) >> s, -127, 127) with (R, e) = reciprocal(T) and
     s = out_shift + e + 13: P.v / T, rounded, in the output's units.
     """
     b, h, rows, keys = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    step = max(1, ATTN_CHUNK // max(1, b * h * keys))
-    acc = torch.empty(b, h, rows, v1.shape[-1], dtype=torch.float32, device=q.device)
-    kt = k.transpose(-1, -2)
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        s = q[:, :, r0:r1] @ kt
-        s += key_bias if key_bias.shape[2] == 1 else key_bias[:, :, r0:r1]
-        m = s.amax(-1, keepdim=True)
-        e = s.neg_().add_(m).clamp_(max=exp_clamp).to(torch.int32)
-        e.mul_(exp_mul).__irshift__(exp_shift)
-        z = (e >> LOG2_FRAC).clamp_(max=ATTN_EXP_MAX)
-        p = exp2_poly(e.bitwise_and_((1 << LOG2_FRAC) - 1)).__irshift__(z)
-        total = p.sum(-1, keepdim=True, dtype=torch.int32).to(torch.int64)
-        p >>= (bit_length(total) - ATTN_SUM_BITS).clamp_(min=0).to(torch.int32)
-        torch.matmul(p.to(torch.float32), v1, out=acc[:, :, r0:r1])
+    qf, kf, vf = q.reshape(b * h, rows, -1), k.reshape(b * h, keys, -1), v1.reshape(b * h, keys, -1)
+    acc = torch.empty(b * h, rows, v1.shape[-1], dtype=torch.float32, device=q.device)
+    softmax = (exp_mul, exp_shift, exp_clamp)
+
+    def masked(s: torch.Tensor, pairs: slice, row_band: slice) -> torch.Tensor:
+        if key_group is None:
+            return s
+        tiles = torch.arange(pairs.start, pairs.stop, device=q.device) // h
+        limit = row_limit[tiles, row_band] if row_limit.shape[1] > 1 else row_limit[tiles]
+        return s.masked_fill_(key_group[tiles][:, None, :] > limit[:, :, None], MASKED_SCORE)
+
+    if rows * keys <= ATTN_CHUNK:  # several (tile, head) pairs at a time
+        step = ATTN_CHUNK // (rows * keys)
+        for i in range(0, b * h, step):
+            pairs = slice(i, min(b * h, i + step))
+            qi, ki = qf[pairs], kf[pairs]
+            s = torch.bmm(qi, ki.transpose(1, 2), out=_buffer("s", (len(qi), rows, keys), q.dtype, q.device))
+            _weights_times_values(masked(s, pairs, slice(None)), vf[pairs], *softmax, out=acc[pairs])
+    else:  # one pair at a time, in bands of rows
+        step = max(1, ATTN_CHUNK // keys)
+        for i in range(b * h):
+            for r in range(0, rows, step):
+                band = slice(r, min(rows, r + step))
+                qi = qf[i, band]
+                s = torch.matmul(qi, kf[i].T, out=_buffer("s", (len(qi), keys), q.dtype, q.device))
+                s = masked(s[None], slice(i, i + 1), band)[0]
+                _weights_times_values(s, vf[i], *softmax, out=acc[i, band])
+    acc = acc.view(b, h, rows, -1)
     r, e_t = reciprocal(acc[..., -1:].to(torch.int64))  # T: 2^15 - L < T < 2^17
     shift = out_shift + e_t + 13
     # |P.v| < 2^24, R < 2^13, out_mul < 2^15: the float64 products are exact
     scale = (r * out_mul).to(torch.float64) * pow2(-shift)
     return (acc[..., :-1] * scale).add_(0.5).floor_().clamp_(-ACT_MAX, ACT_MAX)
+
+
+_buffers = threading.local()
+
+
+def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A scratch tensor, reused across calls (per thread): fresh large tensors cost page faults
+    that the integer softmax's cheap passes would otherwise wait on."""
+    pool = _buffers.__dict__.setdefault("pool", {})
+    n = math.prod(shape)
+    buf = pool.get((name, dtype, device))
+    if buf is None or buf.numel() < n:
+        with torch.inference_mode(False):  # a normal tensor: usable inside and outside inference mode
+            buf = pool[name, dtype, device] = torch.empty(max(n, 1 << 16), dtype=dtype, device=device)
+    return buf[:n].view(shape)
+
+
+def _weights_times_values(
+    s: torch.Tensor, v1: torch.Tensor, exp_mul: int, exp_shift: int, exp_clamp: int, out: torch.Tensor
+) -> None:
+    """The integer attention weights P' of scores s (..., R, L) (overwritten), times v1: out = P'.v1."""
+    m = s.amax(-1, keepdim=True)
+    e = _buffer("e", s.shape, torch.int32, s.device).copy_(torch.sub(m, s, out=s).clamp_(max=exp_clamp))
+    e.mul_(exp_mul).__irshift__(exp_shift)
+    z = torch.bitwise_right_shift(e, LOG2_FRAC, out=_buffer("z", s.shape, torch.int32, s.device))
+    z.clamp_(max=ATTN_EXP_MAX)
+    p = exp2_poly(e.bitwise_and_((1 << LOG2_FRAC) - 1), out=_buffer("p", s.shape, torch.int32, s.device))
+    p >>= z
+    total = p.sum(-1, keepdim=True, dtype=torch.int32).to(torch.int64)
+    p >>= (bit_length(total) - ATTN_SUM_BITS).clamp_(min=0).to(torch.int32)
+    torch.matmul(s.copy_(p), v1, out=out)
 
 
 def frequencies(logits: torch.Tensor, precision: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from dqcodec.models import dqvae_from_checkpoint, prior_from_checkpoint
+from dqcodec.models.intprior import IntPrior
 from tests.conftest import synthetic_image
 
 ROOT = Path(__file__).parent.parent
@@ -35,3 +36,11 @@ def test_train_export_resume(tmp_path: Path) -> None:
         "--minutes", "0.02", "--export", str(tmp_path / "prior.pt"))  # fmt: skip
     pk = torch.load(tmp_path / "prior.pt", weights_only=True)
     prior_from_checkpoint(pk)
+
+    # quantisation-aware fine-tuning of that prior, exported as integer weights that code
+    out = run("training.train_prior", *common, "--vae", str(tmp_path / "vae.pt"), "--init", str(tmp_path / "prior.pt"),
+              "--qat", "--out", str(tmp_path / "qat"), "--minutes", "0.02", "--val", str(data), "--val-tiles", "2",
+              "--export-int", str(tmp_path / "prior.npz"))  # fmt: skip
+    assert "validation at step 0: integer prior" in out
+    prior = IntPrior.from_bytes((tmp_path / "prior.npz").read_bytes())
+    assert prior.config["dim"] == 32 and prior.meta["qat_from"].endswith("prior.pt")

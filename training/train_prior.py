@@ -13,7 +13,7 @@ Quantisation-aware fine-tuning of a trained prior into the integer prior that co
         --qat --out runs/qat_dq --minutes 120 --lr 3e-5 --export-int dqcodec/weights/prior_dq.npz
 
 --val scores a fixed set of BSDS500 test tiles (never Kodak) with the exact integer model at the
-start and the end, and the integer weights are exported only if they are no worse than at the start.
+start and the end; if the end is no better, the start's weights are exported instead.
 """
 
 from __future__ import annotations
@@ -134,7 +134,9 @@ def main() -> None:
             prior.calibrate(calib)
         if args.val_tiles:
             val = val_tokens(vae, args.val, args.val_tiles, args.fixed_grid, dev)
-            start_bits = validation_bits(export_integer(prior, {}), val)
+            start_meta = {"steps": step, "qat_from": str(args.init) if args.init else None, "fine_tuned": False}
+            start_raw = export_integer(prior, start_meta)
+            start_bits = validation_bits(start_raw, val)
             note(f"validation at step {step}: integer prior {start_bits / len(val) / TILE**2:.5f} bpp")
     budget_s = args.minutes * 60
     use_amp = dev.type == "cuda"
@@ -179,12 +181,11 @@ def main() -> None:
         if val is not None:
             end_bits = validation_bits(raw, val)
             note(f"validation at step {step}: integer prior {end_bits / len(val) / TILE**2:.5f} bpp")
-            if end_bits > start_bits:
-                note("not exported: the validation rate did not improve")
-                raw = b""
-        if raw:
-            args.export_int.write_bytes(raw)
-            note(f"exported {args.export_int}")
+            if end_bits >= start_bits:
+                note("the validation rate did not improve: exporting the start's weights")
+                raw = start_raw
+        args.export_int.write_bytes(raw)
+        note(f"exported {args.export_int}")
     (args.out / "train_log.txt").open("a").write("\n".join(log) + "\n")
 
 

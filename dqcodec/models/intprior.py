@@ -40,7 +40,7 @@ from dqcodec.tokens import KIND_MAP
 FORMAT_TAG = "dqc-int-prior-1"
 FP32_EXACT = 1 << 24  # float32 holds every integer below this exactly
 FP64_EXACT = 1 << 53
-MASKED = -(1 << 22)  # score bias of a key a row may not attend to
+NO_GROUP = 1 << 30  # group number of padding keys: no row attends to them
 MAX_KEYS = 1 << 15  # keys per tile (a tile has at most 1 + 256 + 4096)
 
 
@@ -316,21 +316,24 @@ class IntPrior:
         new_len = cache.lengths + counts_c
         cache.reserve(int(new_len.max()))
         n_keys = int(new_len.max())
-        key_bias = torch.where(torch.arange(n_keys) < new_len[:, None], 0.0, float(MASKED))[:, None, None, :]
+        # keys beyond a tile's length are padding (tiles of other lengths share the pass)
+        padded = bool((new_len < n_keys).any())
+        key_group = torch.where(torch.arange(n_keys) < new_len[:, None], 0, NO_GROUP) if padded else None
+        row_limit = torch.zeros(cache.tiles, 1, dtype=torch.int64)
         h = torch.cat([h_c, h_q])
         tile, slot = torch.cat([tile_c, tile_q]), torch.cat([slot_c, slot_q])
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
             a = blk.ln1(h)
-            kv = blk.qkv(a[:n_c]).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32) if n_c else None
+            kv = _int8(blk.qkv(a[:n_c])) if n_c else None
             if kv is not None:
                 cache.k[i][tile_c, :, key_c] = kv[:, d : 2 * d].view(n_c, heads, -1)
                 cache.v1[i][tile_c, :, key_c, :-1] = kv[:, 2 * d :].view(n_c, heads, -1)
             if i == last:  # content rows need only their keys and values in the last block
                 h, a, tile, slot = h[n_c:], a[n_c:], tile[n_c:], slot[n_c:]
-                q = blk.q_only(a).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+                q = _int8(blk.q_only(a))
             else:
-                q_q = blk.q_only(a[n_c:]).clamp_(-ACT_MAX, ACT_MAX).to(torch.float32)
+                q_q = _int8(blk.q_only(a[n_c:]))
                 q = torch.cat([kv[:, :d], q_q]) if kv is not None else q_q
             if not len(h):
                 break
@@ -338,24 +341,104 @@ class IntPrior:
             slot_i = slot if i < last else slot - counts_c[tile]
             qp = torch.zeros(cache.tiles, rows, d)
             qp[tile, slot_i] = q
-            o = attention(
-                qp.view(cache.tiles, rows, heads, -1).transpose(1, 2),
-                cache.k[i][:, :, :n_keys],
-                cache.v1[i][:, :, :n_keys],
-                key_bias,
-                blk.exp_mul,
-                blk.exp_shift,
-                blk.exp_clamp,
-                blk.out_mul,
-                blk.out_shift,
-            )
-            o = o.transpose(1, 2).reshape(cache.tiles, rows, d)[tile, slot_i]
-            h = (h + blk.proj(o)).clamp_(-RESID_MAX, RESID_MAX)
-            u = blk.fc1(blk.ln2(h)).clamp_(-GELU_HALF, GELU_HALF - 1).add_(GELU_HALF).to(torch.int64)
-            g = blk.gelu.index_select(0, u.view(-1)).view(u.shape)
-            h = (h + blk.fc2(g)).clamp_(-RESID_MAX, RESID_MAX)
+            k, v1 = cache.k[i][:, :, :n_keys], cache.v1[i][:, :, :n_keys]
+            o = self._attend(blk, _heads(qp, heads), k, v1, key_group, row_limit)
+            h = self._finish(blk, h, o.transpose(1, 2).reshape(cache.tiles, rows, d)[tile, slot_i])
         cache.lengths = new_len
         return h
+
+    @staticmethod
+    def _attend(
+        blk: IntBlock,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v1: torch.Tensor,
+        key_group: torch.Tensor | None,
+        row_limit: torch.Tensor | None,
+    ) -> torch.Tensor:
+        consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
+        return attention(q, k, v1, key_group, row_limit, *consts)
+
+    @staticmethod
+    def _finish(blk: IntBlock, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """The block after attention: projection, residual, MLP through the GELU table, residual."""
+        h = (h + blk.proj(o)).clamp_(-RESID_MAX, RESID_MAX)
+        u = blk.fc1(blk.ln2(h)).clamp_(-GELU_HALF, GELU_HALF - 1).add_(GELU_HALF).to(torch.int64)
+        g = blk.gelu.index_select(0, u.view(-1)).view(u.shape)
+        return (h + blk.fc2(g)).clamp_(-RESID_MAX, RESID_MAX)
+
+    # ----- all groups at once (the encoder knows every token) ------------------------------------
+    def frequencies_all(
+        self, tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]], precision: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The frequency tables of every token of each tile, given as (kind, pos, value, group) in
+        coding order: (MAP tokens' (n_map, 3), codes' (n_codes, K)). Identical to coding group by
+        group (exact arithmetic), computed in one pass with each slot's attention limited to the
+        groups the spec lets it see."""
+        n_tiles, d, heads = len(tiles), self.bos.shape[0], self.config["heads"]
+        n = max(len(t[0]) for t in tiles)
+        valid = torch.zeros(n_tiles, n, dtype=torch.bool)
+        kind = torch.zeros(n_tiles, n, dtype=torch.int64)
+        pos, value = torch.zeros_like(kind), torch.zeros_like(kind)
+        group = torch.full((n_tiles, n), NO_GROUP, dtype=torch.int64)
+        for b, (t_kind, t_pos, t_value, t_group) in enumerate(tiles):
+            m = len(t_kind)
+            valid[b, :m], kind[b, :m], pos[b, :m], value[b, :m], group[b, :m] = True, t_kind, t_pos, t_value, t_group
+        # keys: BOS (group -1), then the content slots; rows: BOS and content slots (they see groups
+        # up to their own), then the query slots (groups before their own; padding sees only BOS)
+        key_group = torch.cat([torch.full((n_tiles, 1), -1), group], 1)
+        limit_q = torch.where(valid, group - 1, -1)
+        h_c = torch.cat(
+            [(self.bos << self.embed_shift).double().expand(n_tiles, 1, d), self._embed_rows(kind, pos, value, valid)],
+            1,
+        )
+        h_q = self.embed_query(kind.view(-1), pos.view(-1)).view(n_tiles, n, d)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            kv = _int8(blk.qkv(blk.ln1(h_c.reshape(-1, d)))).view(n_tiles, n + 1, 3 * d)
+            q_q = _int8(blk.q_only(blk.ln1(h_q.reshape(-1, d)))).view(n_tiles, n, d)
+            k = _heads(kv[:, :, d : 2 * d], heads)
+            v1 = torch.ones(n_tiles, heads, n + 1, d // heads + 1)
+            v1[..., :-1] = _heads(kv[:, :, 2 * d :], heads)
+            if i < last:
+                q, limit = torch.cat([kv[:, :, :d], q_q], 1), torch.cat([key_group, limit_q], 1)
+            else:  # content slots need only their keys and values in the last block
+                q, limit = q_q, limit_q
+            o = self._attend(blk, _heads(q, heads), k, v1, key_group, limit).transpose(1, 2).reshape(-1, d)
+            if i < last:
+                h = self._finish(blk, torch.cat([h_c, h_q], 1).view(-1, d), o).view(n_tiles, -1, d)
+                h_c, h_q = h[:, : n + 1], h[:, n + 1 :]
+            else:
+                h_q = self._finish(blk, h_q.reshape(-1, d), o).view(n_tiles, n, d)
+        a = self.ln_out(h_q.reshape(-1, d)).view(n_tiles, n, d)
+        out = []
+        for b, t in enumerate(tiles):
+            n_map = int((t[0] == KIND_MAP).sum())  # coding order: the MAP stream first
+            rows = a[b, : len(t[0])]
+            out.append(
+                (
+                    frequencies(self.map_head(rows[:n_map]), precision),
+                    frequencies(self.code_head(rows[n_map:]), precision),
+                )
+            )
+        return out
+
+    def _embed_rows(
+        self, kind: torch.Tensor, pos: torch.Tensor, value: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
+        b, n = kind.shape
+        return self.embed_content(kind.view(-1), pos.view(-1), torch.where(valid, value, 0).view(-1)).view(b, n, -1)
+
+
+def _int8(x: torch.Tensor) -> torch.Tensor:
+    """Linear outputs clamped to int8 values, in float32 for the next matrix product."""
+    return x.clamp_(-ACT_MAX, ACT_MAX).float()
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, R, d) -> (B, heads, R, d / heads)."""
+    b, r, d = x.shape
+    return x.reshape(b, r, heads, d // heads).transpose(1, 2)
 
 
 def _below(t: torch.Tensor, limit: int) -> bool:

@@ -1,0 +1,141 @@
+"""The integer prior: exact tables, the independent reference, and computation-shape independence."""
+
+import importlib.util
+import io
+import math
+from decimal import Decimal, getcontext
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+import dqcodec
+from dqcodec import intmath
+from dqcodec.codec import image_to_tensor
+from dqcodec.coding import frequency_tables, tile_of
+from dqcodec.entropy import PRECISION
+from dqcodec.loading import load_model
+from dqcodec.models.intprior import IntPrior, WeightsError
+from dqcodec.ratecontrol import analyze, levels_for_quality
+from dqcodec.tokens import Schedule, tile_tokens
+
+WEIGHTS = Path(dqcodec.__file__).parent / "weights" / "prior_dq.npz"
+SPEC = Path(__file__).parent.parent / "bitstream_spec"
+
+
+def reference():
+    spec = importlib.util.spec_from_file_location("reference_prior", SPEC / "reference_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.ReferencePrior(WEIGHTS)
+
+
+@pytest.fixture(scope="module")
+def mixed_tiles():
+    """Real tiles with all three granularities: a full 16x16-region tile and an edge tile."""
+    m = load_model("dq")
+    img = Image.fromarray(data.astronaut()[100:356, 150:406])
+    a = analyze(m, image_to_tensor(img)[0], tune="psnr")
+    levels = levels_for_quality(m, a, 60)[0]
+    assert all(int((levels == lv).sum()) > 10 for lv in range(3))
+    return [tile_of(levels, a.idx, 0, 0, 16, 16), tile_of(levels, a.idx, 3, 5, 8, 11)]
+
+
+def test_tables_are_their_exact_formulas() -> None:
+    getcontext().prec = 50
+    for j, r in enumerate(intmath.rsqrt_table()):
+        exact = Decimal(2**20) / Decimal(1024 + j).sqrt()
+        assert abs(Decimal(r) - exact) <= Decimal("0.5")
+    for j, r in enumerate(intmath.recip_table()):
+        assert r * (2049 + j) <= 2**24 < (r + 1) * (2049 + j)
+
+
+def test_exp2_polynomial_is_close_and_monotone() -> None:
+    r = torch.arange(1024, dtype=torch.int64)
+    e = intmath.exp2_poly(r)
+    exact = 2.0**15 * torch.pow(2.0, -r.double() / 1024)
+    assert e[0] == 32768 and (e.diff() <= 0).all() and e[-1] > 16384
+    assert ((e.double() - exact).abs() / exact).max() < 2e-4
+
+
+def test_reciprocal_bounds_one_over_total_from_below() -> None:
+    t = torch.cat([torch.arange(2048, 70000, 7), torch.tensor([2**33 - 1, 2**33, 12345678901])])
+    r, e = intmath.reciprocal(t)
+    approx = r.double() * torch.pow(2.0, -(e + 13).double())
+    assert (approx <= 1 / t.double()).all() and (approx > (1 - 2**-10) / t.double()).all()
+
+
+@pytest.mark.parametrize("periods", [(4, 4, 4, 4), (2, 1, 8, 4)])
+def test_reference_implementation_gives_the_same_frequencies(mixed_tiles, periods) -> None:
+    """Every group's table of the production prior (tiles batched together) equals the numpy int64
+    reference's (one tile at a time), for every stream."""
+    prod = frequency_tables(load_model("dq").prior, mixed_tiles, Schedule(periods))
+    ref = reference()
+    for tile, tables in zip(mixed_tiles, prod):
+        ref_tables, _, _ = ref.tile_frequencies(tile.levels.numpy(), [i.numpy() for i in tile.idx], periods)
+        assert len(ref_tables) == len(tables)
+        assert {t.shape[1] for _, t in tables} == {3, 1024}
+        for a, (_, b) in zip(ref_tables, tables):
+            assert np.array_equal(a, b)
+
+
+def test_all_groups_at_once_equal_group_by_group(mixed_tiles) -> None:
+    """A slot's integers depend only on what it attends to: one masked pass over all tokens gives
+    the tables that coding group by group gives."""
+    m = load_model("dq")
+    schedule = Schedule((4, 2, 4, 8))
+    tables = frequency_tables(m.prior, mixed_tiles, schedule)
+    tokens = [tile_tokens(t.levels, t.idx, schedule) for t in mixed_tiles]
+    at_once = m.prior.frequencies_all([(t.kind, t.pos, t.value, t.group) for t in tokens], PRECISION)
+    for by_group, (map_freq, code_freq) in zip(tables, at_once):
+        assert np.array_equal(np.concatenate([t for _, t in by_group if t.shape[1] == 3]), map_freq.numpy())
+        assert np.array_equal(np.concatenate([t for _, t in by_group if t.shape[1] != 3]), code_freq.numpy())
+
+
+def test_frequencies_do_not_depend_on_threads(mixed_tiles) -> None:
+    m = load_model("dq")
+    old = torch.get_num_threads()
+    try:
+        runs = []
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            runs.append(frequency_tables(m.prior, mixed_tiles[1:], Schedule()))
+    finally:
+        torch.set_num_threads(old)
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[0][0], runs[1][0]))
+
+
+def weights_with(**changes) -> bytes:
+    with np.load(WEIGHTS, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays.update(changes)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"blocks.0.qkv.weight": np.full((768, 256), -128, np.int8)}, "outside -127..127"),
+        ({"blocks.1.fc2.mul": np.full(256, 1 << 24, np.int64)}, "below 2\\^24"),
+        ({"blocks.1.fc2.add": np.full(256, -(1 << 63), np.int64)}, "below 2\\^53"),
+        ({"blocks.2.attn.exp_clamp": np.array(3)}, "attention weights reach 0"),
+        ({"blocks.3.gelu": np.zeros(100, np.int8)}, "2048 entries"),
+        ({"ln_out.bias": np.full(256, 1 << 41, np.int64)}, "below 2\\^40"),
+        ({"pos_embed": np.zeros((5632, 256), np.float32)}, "must be int16"),
+        ({"config": np.frombuffer(b'{"format": "other"}', np.uint8)}, "format"),
+    ],
+)
+def test_weights_that_break_a_bound_are_refused(change: dict, message: str) -> None:
+    with pytest.raises(WeightsError, match=message):
+        IntPrior.from_bytes(weights_with(**change))
+
+
+def test_shipped_weights_record_how_they_were_made() -> None:
+    prior = load_model("dq").prior
+    assert prior.meta.get("qat_from", "").endswith("prior_dq_float.pt")
+    assert math.log2(prior.num_codes) == 10
