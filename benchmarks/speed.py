@@ -1,9 +1,13 @@
-"""Encode/decode speed and peak memory on Kodak: dqc, and Pillow's JPEG, WebP, AVIF and JPEG XL, on this CPU.
+"""Encode/decode speed and peak memory on Kodak: dqc, dqc at a baseline commit (side by side),
+and Pillow's JPEG, WebP, AVIF and JPEG XL, on this CPU.
 
-    python -m benchmarks.speed [--images 6]
+    python -m benchmarks.speed [--images 6] [--baseline 11c1e41]
 
 Each codec setting runs in a fresh subprocess (so its peak RSS is its own, model loading
-included); times are per image, after one warm-up image. Writes speed.json under --out.
+included); times are per image, after one warm-up image, wall clock on all cores, plus the
+process's CPU seconds. The baseline's dqc runs from a git worktree of that commit (its own code
+and weights, this environment's packages) right after the same setting of this checkout's, so
+both see the same machine load. Writes speed.json under --out.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 WORKER = r"""
@@ -34,9 +39,10 @@ rows = []
 imgs = [Image.open(f).convert("RGB") for f in files]
 dec(enc(imgs[0]))  # warm-up: model loading, first-call costs
 for f, im in zip(files, imgs):
-    t0 = time.perf_counter(); blob = enc(im); t1 = time.perf_counter()
-    out = dec(blob); out.load(); t2 = time.perf_counter()
-    rows.append({"image": Path(f).name, "bytes": len(blob), "encode_s": t1 - t0, "decode_s": t2 - t1})
+    c0, t0 = time.process_time(), time.perf_counter(); blob = enc(im); c1, t1 = time.process_time(), time.perf_counter()
+    out = dec(blob); out.load(); c2, t2 = time.process_time(), time.perf_counter()
+    rows.append({"image": Path(f).name, "bytes": len(blob), "encode_s": t1 - t0, "decode_s": t2 - t1,
+                 "encode_cpu_s": c1 - c0, "decode_cpu_s": c2 - c1})
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
 """
@@ -55,10 +61,26 @@ SETTINGS = [  # codec, quality, scale (dqc's --scale)
     ("dq-psnr", 50, 1),
     ("vqgan", 50, 1),
 ]
+BASELINE_SETTINGS = {("dq", 0, 1), ("dq", 50, 1), ("dq", 100, 1)}
 
 
 def name(codec: str, quality: float, scale: float) -> str:
     return f"{codec} q={quality}" + ("" if scale == 1 else f" scale {scale}")
+
+
+def run(codec: str, q: float, scale: float, files: list[str], code_root: Path) -> dict:
+    """One setting in a fresh process importing dqcodec from `code_root`."""
+    path = [str(code_root), str(REPO), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    cmd = [sys.executable, "-c", WORKER, codec, str(q), str(scale), *files]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code_root)
+    if r.returncode:
+        raise SystemExit(f"{name(codec, q, scale)} ({code_root}) failed:\n{r.stderr}")
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    n = len(d["rows"])
+    mean = {k: sum(x[k] for x in d["rows"]) / n for k in ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s")}
+    bpp = sum(8 * x["bytes"] / (768 * 512) for x in d["rows"]) / n
+    return {**mean, "bpp": bpp, "peak_rss_mb": d["peak_rss_mb"], "rows": d["rows"]}
 
 
 def main() -> None:
@@ -66,35 +88,31 @@ def main() -> None:
     ap.add_argument("--kodak", type=Path, default=Path("../shared/data/kodak"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--images", type=int, default=6)
+    ap.add_argument("--baseline", default="11c1e41", help="a commit to time side by side ('' for none)")
     args = ap.parse_args()
-    files = [str(p) for p in sorted(args.kodak.glob("kodim*.png"))[: args.images]]
+    files = [str(p.resolve()) for p in sorted(args.kodak.glob("kodim*.png"))[: args.images]]
     results = {}
-    # the worker imports benchmarks.codecs from this checkout
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    for codec, q, scale in SETTINGS:
-        cmd = [sys.executable, "-c", WORKER, codec, str(q), str(scale), *files]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if r.returncode:
-            raise SystemExit(f"{name(codec, q, scale)} failed:\n{r.stderr}")
-        d = json.loads(r.stdout.strip().splitlines()[-1])
-        n = len(d["rows"])
-        results[name(codec, q, scale)] = {
-            "encode_s": sum(x["encode_s"] for x in d["rows"]) / n,
-            "decode_s": sum(x["decode_s"] for x in d["rows"]) / n,
-            "bpp": sum(8 * x["bytes"] / (768 * 512) for x in d["rows"]) / n,
-            "peak_rss_mb": d["peak_rss_mb"],
-            "rows": d["rows"],
-        }
+    with tempfile.TemporaryDirectory() as tmp:
+        base_root = Path(tmp) / "baseline"
+        if args.baseline:
+            subprocess.run(["git", "worktree", "add", "--detach", str(base_root), args.baseline], cwd=REPO, check=True)
+        try:
+            for codec, q, scale in SETTINGS:
+                results[name(codec, q, scale)] = run(codec, q, scale, files, REPO)
+                if args.baseline and (codec, q, scale) in BASELINE_SETTINGS:
+                    results[name(codec, q, scale) + f" ({args.baseline})"] = run(codec, q, scale, files, base_root)
+        finally:
+            if args.baseline:
+                subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=REPO, check=True)
     base = results["jpeg q=50"]
-    print("| codec | bpp | encode s/image | decode s/image | x JPEG encode | x JPEG decode | peak RSS MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| codec | bpp | encode s | decode s | encode CPU s | decode CPU s | x JPEG decode | peak RSS MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, e in results.items():
         print(
-            f"| {label} | {e['bpp']:.4f} | {e['encode_s']:.3f} | {e['decode_s']:.3f} | "
-            f"{e['encode_s'] / base['encode_s']:.0f} | {e['decode_s'] / base['decode_s']:.0f} | "
-            f"{e['peak_rss_mb']:.0f} |"
+            f"| {label} | {e['bpp']:.4f} | {e['encode_s']:.3f} | {e['decode_s']:.3f} | {e['encode_cpu_s']:.2f} | "
+            f"{e['decode_cpu_s']:.2f} | {e['decode_s'] / base['decode_s']:.0f} | {e['peak_rss_mb']:.0f} |"
         )
-    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "images": len(files)}
+    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "images": len(files), "baseline": args.baseline}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 

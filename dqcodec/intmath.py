@@ -23,6 +23,7 @@ import torch
 RESID_FRAC = 14  # the residual stream counts in units of 2^-14
 RESID_MAX = (1 << 21) - 1  # residual values saturate at +-(2^21 - 1)
 ACT_MAX = 127  # int8 activations are symmetric: -127..127
+WEIGHT_MAX = 63  # weights are 7-bit, -63..63: every int8 matrix-product kernel is exact on them (intprior)
 LOG2_FRAC = 10  # logits and attention exponents count in units of 2^-10 of a bit (log2)
 EXP2_POLY = (32768, -22662, 7581, -1303)  # 2^15 * 2^(-r/1024) ~ A0 + A1 t + A2 t^2 + A3 t^3, t = r/1024
 ATTN_SUM_BITS = 17  # attention weights are shifted until their row total is below 2^17
@@ -93,7 +94,7 @@ def layer_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: int
     mu = (sum x + d/2) >> log2 d, xc = x - mu, v = (sum xc^2 >> log2 d) + eps; with
     2^e <= v < 2^(e+1), t = e >> 1 and m = (v << 10) >> 2t in [1024, 4096),
     n = (xc * RSQRT[m - 1024]) >> (t + 3) is xc / sqrt(v) in units of 2^-12, and the output is
-    clamp((n * gain + bias) >> 24, -127, 127).
+    clamp((n * G + B) >> 24, -127, 127), given gain = G 2^-24 and bias = B 2^-24 (exact).
 
     x is float64 (|x| < 2^21): sum xc^2 < d 2^44 <= 2^52 and every other value stays below 2^53.
     """
@@ -101,12 +102,11 @@ def layer_norm(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor, eps: int
     inv_d = 1.0 / d
     mu = (x.sum(-1, keepdim=True) + (d >> 1)).mul_(inv_d).floor_()
     xc = x - mu
-    v = (xc * xc).sum(-1, keepdim=True).mul_(inv_d).floor_().add_(eps)
+    v = (xc[:, None, :] @ xc[:, :, None])[:, 0].mul_(inv_d).floor_().add_(eps)  # exact dot products
     t = (bit_length(v) - 1) >> 1
     m = (v * pow2(10 - 2 * t)).to(torch.int64)  # exact: a power-of-two multiple of an integer
-    scale = _t("rsqrt", x)[m - RSQRT_LO] * pow2(-(t + 3))
-    n = xc.mul_(scale).floor_()
-    return n.mul_(gain).add_(bias).mul_(2.0**-24).floor_().clamp_(-ACT_MAX, ACT_MAX)
+    n = xc.mul_(_t("rsqrt", x)[m - RSQRT_LO] * pow2(-(t + 3))).floor_()
+    return torch.addcmul(bias, n, gain).floor_().clamp_(-ACT_MAX, ACT_MAX)
 
 
 def requantize(acc: torch.Tensor, mul: torch.Tensor, add: torch.Tensor) -> torch.Tensor:

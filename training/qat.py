@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqcodec.coding import tile_bits
-from dqcodec.intmath import ACT_MAX, ATTN_EXP_MAX, GELU_HALF, LOG2_FRAC, RESID_FRAC
+from dqcodec.intmath import ACT_MAX, ATTN_EXP_MAX, GELU_HALF, LOG2_FRAC, RESID_FRAC, WEIGHT_MAX
 from dqcodec.models.dqvae import NUM_LEVELS, Tokens
 from dqcodec.models.intprior import FORMAT_TAG, IntPrior
 from dqcodec.models.prior import Block, DQTransformer
@@ -61,9 +61,9 @@ class ActQuant(nn.Module):
 
 
 def quant_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """int8 fake quantisation per output channel (rows): (fake-quantised w, scales)."""
-    s = (w.detach().abs().amax(1, keepdim=True) / ACT_MAX).clamp_min(1e-12)
-    return _round_ste(w / s).clamp(-ACT_MAX, ACT_MAX) * s, s[:, 0]
+    """7-bit fake quantisation per output channel (rows): (fake-quantised w, scales)."""
+    s = (w.detach().abs().amax(1, keepdim=True) / WEIGHT_MAX).clamp_min(1e-12)
+    return _round_ste(w / s).clamp(-WEIGHT_MAX, WEIGHT_MAX) * s, s[:, 0]
 
 
 class QATPrior(nn.Module):
@@ -169,7 +169,7 @@ def _linear_arrays(layer: nn.Linear, in_scale: float, out_scale: np.ndarray) -> 
     """int8 weights and the requantisation (acc * mul + add) >> shift to `out_scale` units."""
     _, w_scale = quant_weight(layer.weight.detach().double())
     w = layer.weight.detach().double()
-    w_int = torch.round(w / w_scale[:, None]).clamp(-ACT_MAX, ACT_MAX).numpy().astype(np.int8)
+    w_int = torch.round(w / w_scale[:, None]).clamp(-WEIGHT_MAX, WEIGHT_MAX).numpy().astype(np.int8)
     real = in_scale * w_scale.numpy() / out_scale
     mul, shift = _fixed(real, 23, max_shift=40)
     bias = layer.bias.detach().double().numpy() / out_scale

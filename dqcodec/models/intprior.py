@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ from dqcodec.intmath import (
     GELU_HALF,
     LOG2_FRAC,
     RESID_MAX,
+    WEIGHT_MAX,
     attention,
     frequencies,
     layer_norm,
@@ -48,31 +51,67 @@ class WeightsError(DQCError):
     """The integer prior's weight file is malformed or breaks an arithmetic bound."""
 
 
+@cache
+def int8_matmul_is_exact() -> bool:
+    """Whether torch's int8 x int8 -> int32 product (`torch._int_mm`, oneDNN on x86) is exact here.
+
+    Kernels without VNNI multiply u8 (the activation + 128) by s8 and add pairs of products in
+    saturating int16: with weights of 8 bits that saturates (and differs between CPU kinds), with
+    the prior's 7-bit weights (|w| <= 63: 2 * 255 * 63 < 2^15) it cannot. This checks, once, the
+    worst cases (all activations at +127 or -127 against same-sign weights at +-63) and random
+    operands, at the shapes the prior uses, against exact int64 products; any difference or error
+    and the prior keeps to float32 products, which are exact too (only slower)."""
+    if os.environ.get("DQC_INT8_MATMUL", "1") == "0":
+        return False
+    gen = torch.Generator().manual_seed(0)
+    try:
+        for rows in (1, 2, 5, 16, 17, 64, 333):
+            for k, m in ((256, 3), (256, 768), (256, 1024), (1024, 256)):
+                a = torch.randint(-ACT_MAX, ACT_MAX + 1, (rows, k), generator=gen, dtype=torch.int8)
+                w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (k, m), generator=gen, dtype=torch.int8)
+                a[0], w[:, 0] = ACT_MAX, WEIGHT_MAX
+                a[-1], w[:, -1] = -ACT_MAX, -WEIGHT_MAX
+                if not torch.equal(torch._int_mm(a, w).to(torch.int64), a.to(torch.int64) @ w.to(torch.int64)):
+                    return False
+    except (RuntimeError, AttributeError):
+        return False
+    return True
+
+
 @dataclass(frozen=True)
 class IntLinear:
-    """acc = a . W (int8 a, int8 W), out = (acc * M + B) >> S per output channel."""
+    """acc = a . W (int8 a, 7-bit W), out = (acc * M + B) >> S per output channel."""
 
-    weight_t: torch.Tensor  # (in, out) int8 values in float32
+    weight: torch.Tensor  # (in, out) int8, contiguous
+    weight_f32: torch.Tensor  # the same values in float32
     mul: torch.Tensor  # (out,) M * 2^-S, float64 (exact)
     add: torch.Tensor  # (out,) B * 2^-S, float64 (exact), rounding offset included
 
+    def product(self, a: torch.Tensor) -> torch.Tensor:
+        """acc = a . W, exactly: int8 kernels where they are exact, else float32 (every partial
+        sum is an integer below 2^24)."""
+        if a.dtype == torch.int8 and len(a) and int8_matmul_is_exact():
+            return torch._int_mm(a.contiguous(), self.weight)
+        return a.to(torch.float32) @ self.weight_f32
+
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
-        """int8 activations (n, in), float -> (n, out) integers in float64, before any clamp."""
-        return requantize(a.to(self.weight_t.dtype) @ self.weight_t, self.mul, self.add)
+        """int8 activations (n, in) -> (n, out) integers in float64, before any clamp."""
+        return requantize(self.product(a), self.mul, self.add)
 
     def rows(self, lo: int, hi: int) -> IntLinear:
         """The layer restricted to output channels lo..hi-1."""
-        return IntLinear(self.weight_t[:, lo:hi], self.mul[lo:hi], self.add[lo:hi])
+        w = self.weight[:, lo:hi].contiguous()
+        return IntLinear(w, w.to(torch.float32), self.mul[lo:hi], self.add[lo:hi])
 
 
 @dataclass(frozen=True)
 class IntNorm:
-    gain: torch.Tensor  # (d,) integers, float64
-    bias: torch.Tensor  # (d,) integers, float64
+    gain: torch.Tensor  # (d,) G * 2^-24, float64 (exact)
+    bias: torch.Tensor  # (d,) B * 2^-24, float64 (exact)
     eps: int
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_norm(x, self.gain, self.bias, self.eps).to(torch.float32)
+        return layer_norm(x, self.gain, self.bias, self.eps).to(torch.int8)
 
 
 @dataclass(frozen=True)
@@ -87,8 +126,8 @@ class IntBlock:
     out_shift: int
     proj: IntLinear
     ln2: IntNorm
-    fc1: IntLinear
-    gelu: torch.Tensor  # (2 * GELU_HALF,) int8 values as float32
+    fc1: IntLinear  # with GELU_HALF added to its output: the GELU table's index before the clamp
+    gelu: torch.Tensor  # (2 * GELU_HALF,) int8
     fc2: IntLinear
 
 
@@ -177,8 +216,8 @@ class IntPrior:
                 out_shift=self._scalar(a, p + "attn.out_shift", 0, 40),
                 proj=self._linear(a, p + "proj", d, d),
                 ln2=self._norm(a, p + "ln2", d, eps),
-                fc1=self._linear(a, p + "fc1", d, cfg["mlp_ratio"] * d),
-                gelu=self._int(a, p + "gelu", (8,)).to(torch.float32),
+                fc1=self._linear(a, p + "fc1", d, cfg["mlp_ratio"] * d, offset=GELU_HALF),
+                gelu=self._int(a, p + "gelu", (8,), ACT_MAX).to(torch.int8),
                 fc2=self._linear(a, p + "fc2", cfg["mlp_ratio"] * d, d),
             )
             if blk.gelu.shape != (2 * GELU_HALF,):
@@ -197,12 +236,12 @@ class IntPrior:
         assert (d // heads) * ACT_MAX * ACT_MAX < FP32_EXACT and ACT_MAX << ATTN_SUM_BITS < FP32_EXACT
 
     @staticmethod
-    def _int(a: dict[str, np.ndarray], name: str, bits: tuple[int, ...]) -> torch.Tensor:
+    def _int(a: dict[str, np.ndarray], name: str, bits: tuple[int, ...], limit: int | None = None) -> torch.Tensor:
         x = a[name]
         if x.dtype.kind not in "iu" or x.dtype.itemsize * 8 not in bits:
             raise WeightsError(f"{name} must be int{'/'.join(map(str, bits))}, got {x.dtype}")
-        if bits == (8,) and x.size and np.abs(x.astype(np.int64)).max() > ACT_MAX:
-            raise WeightsError(f"{name} has values outside -127..127")
+        if limit is not None and x.size and np.abs(x.astype(np.int64)).max() > limit:
+            raise WeightsError(f"{name} has values outside -{limit}..{limit}")
         return torch.from_numpy(x.astype(np.int64))
 
     @staticmethod
@@ -216,10 +255,10 @@ class IntPrior:
         gain, bias = self._int(a, name + ".gain", (32,)), self._int(a, name + ".bias", (64,))
         if gain.shape != (d,) or bias.shape != (d,) or not (_below(gain, 1 << 20) and _below(bias, 1 << 40)):
             raise WeightsError(f"{name}: gain must be (d,) below 2^20 and bias (d,) below 2^40")
-        return IntNorm(gain.double(), bias.double(), eps)
+        return IntNorm(gain.double() * 2.0**-24, bias.double() * 2.0**-24, eps)
 
-    def _linear(self, a: dict[str, np.ndarray], name: str, n_in: int, n_out: int) -> IntLinear:
-        w = self._int(a, name + ".weight", (8,))
+    def _linear(self, a: dict[str, np.ndarray], name: str, n_in: int, n_out: int, offset: int = 0) -> IntLinear:
+        w = self._int(a, name + ".weight", (8,), WEIGHT_MAX)
         mul, add = self._int(a, name + ".mul", (64,)), self._int(a, name + ".add", (64,))
         shift = self._scalar(a, name + ".shift", 1, 62)
         if w.shape != (n_out, n_in) or mul.shape != (n_out,) or add.shape != (n_out,):
@@ -229,11 +268,13 @@ class IntPrior:
         acc_bound = ACT_MAX * w.abs().sum(1)
         if int(acc_bound.max()) >= FP32_EXACT or not _below(mul, 1 << 24) or not _below(add, FP64_EXACT):
             raise WeightsError(f"{name}: 127 * sum |weight| and |mul| must stay below 2^24, |add| below 2^53")
-        # acc * M + B must stay an integer below 2^53 for the float64 requantisation
-        if int((acc_bound * mul.abs() + add.abs()).max()) >= FP64_EXACT:
+        # acc * M + B (+ offset << S) must stay an integer below 2^53 for the float64 requantisation
+        if int((acc_bound * mul.abs() + add.abs()).max()) + (offset << shift) >= FP64_EXACT:
             raise WeightsError(f"{name}: 127 * sum |weight| * |mul| + |add| reaches 2^53")
+        add = add + (offset << shift)
         scale = 2.0**-shift
-        return IntLinear(w.t().contiguous().to(torch.float32), mul.double() * scale, add.double() * scale)
+        w = w.t().contiguous().to(torch.int8)
+        return IntLinear(w, w.to(torch.float32), mul.double() * scale, add.double() * scale)
 
     # ----- embeddings ------------------------------------------------------------------------
     def embed_query(self, kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -362,8 +403,11 @@ class IntPrior:
     @staticmethod
     def _finish(blk: IntBlock, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
         """The block after attention: projection, residual, MLP through the GELU table, residual."""
-        h = (h + blk.proj(o)).clamp_(-RESID_MAX, RESID_MAX)
-        u = blk.fc1(blk.ln2(h)).clamp_(-GELU_HALF, GELU_HALF - 1).add_(GELU_HALF).to(torch.int64)
+        h = (h + blk.proj(o.to(torch.int8))).clamp_(-RESID_MAX, RESID_MAX)
+        # the GELU table's index, clamp(fc1, -1024, 1023) + 1024 (the offset is in fc1): the
+        # requantisation's floor is the truncation of a value >= 0
+        acc = blk.fc1.product(blk.ln2(h))
+        u = torch.addcmul(blk.fc1.add, acc, blk.fc1.mul).clamp_(0, 2 * GELU_HALF - 1).to(torch.int32)
         g = blk.gelu.index_select(0, u.view(-1)).view(u.shape)
         return (h + blk.fc2(g)).clamp_(-RESID_MAX, RESID_MAX)
 
