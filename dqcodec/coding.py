@@ -26,7 +26,7 @@ from dqcodec.models.intprior import IntPrior
 from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
 
 TILE_SIZE = 16 * MAX_REGIONS  # pixels per tile side
-TILE_BATCH = 4  # tiles that go through the prior together, per thread (memory grows with it)
+TILE_BATCH = 8  # tiles that go through the prior together, per thread (memory grows with it)
 
 # A coder gets the frequencies (n, k) of a group's n tokens and their values (encoder) or None
 # (decoder), and returns the values.
