@@ -25,6 +25,7 @@ import numpy as np
 # ----- constants of section 8 ---------------------------------------------------------------
 RESID_MAX = (1 << 21) - 1
 ACT_MAX = 127
+KEY_MAX = 63
 LOG2_FRAC = 10
 EXP2_POLY = (32768, -22662, 7581, -1303)
 ATTN_SUM_BITS = 17
@@ -164,6 +165,7 @@ class ReferencePrior:
         new = []
         for i in range(self.cfg["layers"]):
             qkv = np.clip(self.linear(self.norm(h, f"blocks.{i}.ln1"), f"blocks.{i}.qkv"), -ACT_MAX, ACT_MAX)
+            qkv[:, d : 2 * d] = np.clip(qkv[:, d : 2 * d], -KEY_MAX, KEY_MAX)
             ks = [qkv[:, d + j * dh : d + (j + 1) * dh] for j in range(self.heads)]
             vs = [qkv[:, 2 * d + j * dh : 2 * d + (j + 1) * dh] for j in range(self.heads)]
             if cache:

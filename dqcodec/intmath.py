@@ -15,6 +15,7 @@ There, multiplying by 2^-s (an exact power of two) and taking the floor is the s
 from __future__ import annotations
 
 import math
+import os
 import threading
 from functools import cache
 
@@ -23,7 +24,8 @@ import torch
 RESID_FRAC = 14  # the residual stream counts in units of 2^-14
 RESID_MAX = (1 << 21) - 1  # residual values saturate at +-(2^21 - 1)
 ACT_MAX = 127  # int8 activations are symmetric: -127..127
-WEIGHT_MAX = 63  # weights are 7-bit, -63..63: every int8 matrix-product kernel is exact on them (intprior)
+WEIGHT_MAX = 63  # weights are 7-bit, -63..63: int8 kernels are exact on them (int8_matmul_is_exact)
+KEY_MAX = 63  # attention keys too (the second operand of the query-key product)
 LOG2_FRAC = 10  # logits and attention exponents count in units of 2^-10 of a bit (log2)
 EXP2_POLY = (32768, -22662, 7581, -1303)  # 2^15 * 2^(-r/1024) ~ A0 + A1 t + A2 t^2 + A3 t^3, t = r/1024
 ATTN_SUM_BITS = 17  # attention weights are shifted until their row total is below 2^17
@@ -124,12 +126,49 @@ def reciprocal(total: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 ATTN_CHUNK = 1 << 19  # score-matrix elements per step: keeps the integer softmax near the cache
+SMALL_ATTENTION = 1 << 16  # below this many scores per (tile, head), pairs go together in float32
 MASKED_SCORE = -(1 << 22)  # the score of a key a row may not attend to: its weight is 0
+
+
+@cache
+def int8_matmul_is_exact() -> bool:
+    """Whether torch's int8 x int8 -> int32 product (`torch._int_mm`, oneDNN on x86) is exact here
+    for a second operand of 7 bits (the prior's weights and attention keys).
+
+    Kernels without VNNI multiply u8 (the first operand + 128) by s8 and add pairs of products in
+    saturating int16: with 8 bits that saturates (and differs between CPU kinds), with 7 bits
+    (2 * 255 * 63 < 2^15) it cannot. This checks, once, the worst cases (first operand at +127 or
+    -127 against same-sign second operands at +-63) and random operands, at the prior's shapes,
+    against exact int64 products; on any difference or error the prior keeps to float32 products,
+    which are exact too (only slower). DQC_INT8_MATMUL=0 turns the int8 kernels off."""
+    if os.environ.get("DQC_INT8_MATMUL", "1") == "0":
+        return False
+    gen = torch.Generator().manual_seed(0)
+    try:
+        for rows in (1, 2, 5, 16, 17, 64, 333):
+            for k, m in ((256, 3), (256, 768), (256, 1024), (1024, 256), (64, 1), (64, 777)):
+                a = torch.randint(-ACT_MAX, ACT_MAX + 1, (rows, k), generator=gen, dtype=torch.int8)
+                w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (k, m), generator=gen, dtype=torch.int8)
+                a[0], w[:, 0] = ACT_MAX, WEIGHT_MAX
+                a[-1], w[:, -1] = -ACT_MAX, -WEIGHT_MAX
+                if not torch.equal(torch._int_mm(a, w).to(torch.int64), a.to(torch.int64) @ w.to(torch.int64)):
+                    return False
+    except (RuntimeError, AttributeError):
+        return False
+    return True
+
+
+def int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (n, k) int8 times b (k, m) int8 with |b| <= 63, exactly, as int32 (n, m): by an int8
+    kernel where it is exact, else in float32 (every partial sum is an integer below 2^24)."""
+    if int8_matmul_is_exact() and len(a):
+        return torch._int_mm(a, b)
+    return (a.to(torch.float32) @ b.to(torch.float32)).to(torch.int32)
 
 
 def attention(
     q: torch.Tensor,
-    k: torch.Tensor,
+    kt: torch.Tensor,
     v1: torch.Tensor,
     key_group: torch.Tensor | None,
     row_limit: torch.Tensor | None,
@@ -139,10 +178,10 @@ def attention(
     out_mul: int,
     out_shift: int,
 ) -> torch.Tensor:
-    """Integer softmax attention. q (B, H, R, dh), k (B, H, L, dh) and v1 (B, H, L, dh + 1) hold
-    int8 values in float32 (v1's last column is ones). Row i of tile b attends to key j where
-    key_group[b, j] <= row_limit[b, i] (row_limit (B, R) or (B, 1)); key_group None: to every key.
-    Returns the int8 outputs (B, H, R, dh), float64.
+    """Integer softmax attention. q (B, H, R, dh) int8, kt (B, H, dh, L) int8 keys (transposed,
+    -63..63), v1 (B, H, L, dh + 1) int8 values in float32 whose last column is ones. Row i of tile
+    b attends to key j where key_group[b, j] <= row_limit[b, i] (row_limit (B, R) or (B, 1));
+    key_group None: to every key. Returns the int8 outputs (B, H, R, dh), float64.
 
     s = q.k (|s| < 2^20), D = max_j s - s, e = (D * exp_mul) >> exp_shift (units of 2^-10 bit);
     P = EXP2(e & 1023) >> (e >> 10), 0 from e >> 10 >= 16 on (so D may be clamped at exp_clamp,
@@ -152,34 +191,31 @@ def attention(
     clamp((P.v * R * out_mul + 2^(s-1)) >> s, -127, 127) with (R, e) = reciprocal(T) and
     s = out_shift + e + 13: P.v / T, rounded, in the output's units.
     """
-    b, h, rows, keys = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
-    qf, kf, vf = q.reshape(b * h, rows, -1), k.reshape(b * h, keys, -1), v1.reshape(b * h, keys, -1)
+    b, h, rows, keys = q.shape[0], q.shape[1], q.shape[2], kt.shape[3]
     acc = torch.empty(b * h, rows, v1.shape[-1], dtype=torch.float32, device=q.device)
-    softmax = (exp_mul, exp_shift, exp_clamp)
+    qf, ktf, vf = q.reshape(b * h, rows, -1), kt.reshape(b * h, -1, keys), v1.reshape(b * h, keys, -1)
 
-    def masked(s: torch.Tensor, pairs: slice, row_band: slice) -> torch.Tensor:
+    def masked(s: torch.Tensor, pairs: slice, band: slice) -> torch.Tensor:
         if key_group is None:
             return s
         tiles = torch.arange(pairs.start, pairs.stop, device=q.device) // h
-        limit = row_limit[tiles, row_band] if row_limit.shape[1] > 1 else row_limit[tiles]
+        limit = row_limit[tiles, band] if row_limit.shape[1] > 1 else row_limit[tiles]
         return s.masked_fill_(key_group[tiles][:, None, :] > limit[:, :, None], MASKED_SCORE)
 
-    if rows * keys <= ATTN_CHUNK:  # several (tile, head) pairs at a time
-        step = ATTN_CHUNK // (rows * keys)
+    if rows * keys <= SMALL_ATTENTION:  # several (tile, head) pairs per step, float32 products
+        step = max(1, ATTN_CHUNK // (rows * keys))
         for i in range(0, b * h, step):
             pairs = slice(i, min(b * h, i + step))
-            qi, ki = qf[pairs], kf[pairs]
-            s = torch.bmm(qi, ki.transpose(1, 2), out=_buffer("s", (len(qi), rows, keys), q.dtype, q.device))
-            _weights_times_values(masked(s, pairs, slice(None)), vf[pairs], *softmax, out=acc[pairs])
-    else:  # one pair at a time, in bands of rows
+            s = torch.bmm(qf[pairs].to(torch.float32), ktf[pairs].to(torch.float32))
+            s = _buffer("s", s.shape, torch.int32, s.device).copy_(s)
+            _weights_times_values(masked(s, pairs, slice(None)), vf[pairs], exp_mul, exp_shift, exp_clamp, acc[pairs])
+    else:  # one pair at a time, in bands of rows: int8 products
         step = max(1, ATTN_CHUNK // keys)
         for i in range(b * h):
             for r in range(0, rows, step):
                 band = slice(r, min(rows, r + step))
-                qi = qf[i, band]
-                s = torch.matmul(qi, kf[i].T, out=_buffer("s", (len(qi), keys), q.dtype, q.device))
-                s = masked(s[None], slice(i, i + 1), band)[0]
-                _weights_times_values(s, vf[i], *softmax, out=acc[i, band])
+                s = masked(int8_product(qf[i, band], ktf[i])[None], slice(i, i + 1), band)[0]
+                _weights_times_values(s, vf[i], exp_mul, exp_shift, exp_clamp, acc[i, band])
     acc = acc.view(b, h, rows, -1)
     r, e_t = reciprocal(acc[..., -1:].to(torch.int64))  # T: 2^15 - L < T < 2^17
     shift = out_shift + e_t + 13
@@ -206,9 +242,10 @@ def _buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch
 def _weights_times_values(
     s: torch.Tensor, v1: torch.Tensor, exp_mul: int, exp_shift: int, exp_clamp: int, out: torch.Tensor
 ) -> None:
-    """The integer attention weights P' of scores s (..., R, L) (overwritten), times v1: out = P'.v1."""
+    """The integer attention weights P' of int32 scores s (..., R, L) (overwritten), times v1:
+    out = P'.v1."""
     m = s.amax(-1, keepdim=True)
-    e = _buffer("e", s.shape, torch.int32, s.device).copy_(torch.sub(m, s, out=s).clamp_(max=exp_clamp))
+    e = torch.sub(m, s, out=s).clamp_(max=exp_clamp)
     e.mul_(exp_mul).__irshift__(exp_shift)
     z = torch.bitwise_right_shift(e, LOG2_FRAC, out=_buffer("z", s.shape, torch.int32, s.device))
     z.clamp_(max=ATTN_EXP_MAX)
@@ -216,7 +253,7 @@ def _weights_times_values(
     p >>= z
     total = p.sum(-1, keepdim=True, dtype=torch.int32).to(torch.int64)
     p >>= (bit_length(total) - ATTN_SUM_BITS).clamp_(min=0).to(torch.int32)
-    torch.matmul(s.copy_(p), v1, out=out)
+    torch.matmul(_buffer("pf", s.shape, torch.float32, s.device).copy_(p), v1, out=out)
 
 
 def frequencies(logits: torch.Tensor, precision: int) -> torch.Tensor:

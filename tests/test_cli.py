@@ -138,6 +138,16 @@ def test_corrupt_file_is_reported_not_shown(photo: Path, tmp_path: Path) -> None
     assert not (tmp_path / "bad.png").exists()
 
 
+def test_version_1_file_names_its_version_and_this_dqcs(tmp_path: Path) -> None:
+    """A file of dqc 0.1 (float prior, format version 1) is refused in one line naming both."""
+    old = Path(__file__).parent.parent / "bitstream_spec" / "conformance" / "version1.dqc"
+    r = dqc("decode", str(old), "-o", str(tmp_path / "old.png"))
+    _one_line_error(r, 1)
+    assert "format version 1 (made by dqc 0.1" in r.stderr.decode()
+    assert f"this dqc {dqcodec.__version__} reads format version 2" in r.stderr.decode()
+    assert not (tmp_path / "old.png").exists()
+
+
 def test_batch_continues_past_errors_and_resumes(tmp_path: Path, small_image: Image.Image) -> None:
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "nested").mkdir(parents=True)

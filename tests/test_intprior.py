@@ -97,14 +97,12 @@ def test_all_groups_at_once_equal_group_by_group(mixed_tiles) -> None:
 
 def test_int8_kernel_and_float32_products_agree(mixed_tiles, monkeypatch: pytest.MonkeyPatch) -> None:
     """The int8 matrix-product kernel (where it is exact here) and float32 give the same tables."""
-    from dqcodec.models import intprior
-
-    if not intprior.int8_matmul_is_exact():
+    if not intmath.int8_matmul_is_exact():
         pytest.skip("torch's int8 kernel is not exact on this machine: dqc uses float32 products")
     m = load_model("dq")
     runs = []
     for exact in (True, False):
-        monkeypatch.setattr(intprior, "int8_matmul_is_exact", lambda exact=exact: exact)
+        monkeypatch.setattr(intmath, "int8_matmul_is_exact", lambda exact=exact: exact)
         runs.append(frequency_tables(m.prior, mixed_tiles[1:], Schedule()))
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[0][0], runs[1][0]))
 

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqcodec.coding import tile_bits
-from dqcodec.intmath import ACT_MAX, ATTN_EXP_MAX, GELU_HALF, LOG2_FRAC, RESID_FRAC, WEIGHT_MAX
+from dqcodec.intmath import ACT_MAX, ATTN_EXP_MAX, GELU_HALF, KEY_MAX, LOG2_FRAC, RESID_FRAC, WEIGHT_MAX
 from dqcodec.models.dqvae import NUM_LEVELS, Tokens
 from dqcodec.models.intprior import FORMAT_TAG, IntPrior
 from dqcodec.models.prior import Block, DQTransformer
@@ -70,7 +70,9 @@ class QATPrior(nn.Module):
     def __init__(self, prior: DQTransformer) -> None:
         super().__init__()
         self.prior = prior
-        self.acts = nn.ModuleList(nn.ModuleDict({n: ActQuant() for n in ACT_POINTS}) for _ in prior.blocks)
+        self.acts = nn.ModuleList(
+            nn.ModuleDict({n: ActQuant(KEY_MAX if n == "k" else ACT_MAX) for n in ACT_POINTS}) for _ in prior.blocks
+        )
         self.act_out = ActQuant()
         self.quant_weights = True
 

@@ -1,12 +1,13 @@
 """The integer DQ-Transformer prior: the model that coding uses (normative: FORMAT.md, section 8).
 
 It is the float `DQTransformer` after quantisation-aware training, run in exact integer arithmetic
-(`dqcodec.intmath`): int16 embeddings, int8 weights and activations, per-channel requantisation
-by an integer multiplier and shift, an integer LayerNorm, a GELU table and an integer softmax.
-Tokens map to frequencies the same way on every CPU and GPU, at any thread count.
+(`dqcodec.intmath`): int16 embeddings, 7-bit weights and attention keys, 8-bit activations,
+per-channel requantisation by an integer multiplier and shift, an integer LayerNorm, a GELU table
+and an integer softmax. Tokens map to frequencies the same way on every machine, at any thread
+count.
 
 Weights are a numpy `.npz` of integer arrays (loaded with allow_pickle=False); the arithmetic
-bounds that make float32 matrix products exact are checked when they load.
+bounds of FORMAT.md section 8.6 are checked when they load.
 
 Coding runs several tiles side by side: each pass adds the content slots of the group just coded
 to each tile's key/value cache and predicts the next group's tokens (query slots). Exact
@@ -17,9 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import torch
@@ -30,11 +29,13 @@ from dqcodec.intmath import (
     ATTN_EXP_MAX,
     ATTN_SUM_BITS,
     GELU_HALF,
+    KEY_MAX,
     LOG2_FRAC,
     RESID_MAX,
     WEIGHT_MAX,
     attention,
     frequencies,
+    int8_product,
     layer_norm,
     requantize,
 )
@@ -51,48 +52,17 @@ class WeightsError(DQCError):
     """The integer prior's weight file is malformed or breaks an arithmetic bound."""
 
 
-@cache
-def int8_matmul_is_exact() -> bool:
-    """Whether torch's int8 x int8 -> int32 product (`torch._int_mm`, oneDNN on x86) is exact here.
-
-    Kernels without VNNI multiply u8 (the activation + 128) by s8 and add pairs of products in
-    saturating int16: with weights of 8 bits that saturates (and differs between CPU kinds), with
-    the prior's 7-bit weights (|w| <= 63: 2 * 255 * 63 < 2^15) it cannot. This checks, once, the
-    worst cases (all activations at +127 or -127 against same-sign weights at +-63) and random
-    operands, at the shapes the prior uses, against exact int64 products; any difference or error
-    and the prior keeps to float32 products, which are exact too (only slower)."""
-    if os.environ.get("DQC_INT8_MATMUL", "1") == "0":
-        return False
-    gen = torch.Generator().manual_seed(0)
-    try:
-        for rows in (1, 2, 5, 16, 17, 64, 333):
-            for k, m in ((256, 3), (256, 768), (256, 1024), (1024, 256)):
-                a = torch.randint(-ACT_MAX, ACT_MAX + 1, (rows, k), generator=gen, dtype=torch.int8)
-                w = torch.randint(-WEIGHT_MAX, WEIGHT_MAX + 1, (k, m), generator=gen, dtype=torch.int8)
-                a[0], w[:, 0] = ACT_MAX, WEIGHT_MAX
-                a[-1], w[:, -1] = -ACT_MAX, -WEIGHT_MAX
-                if not torch.equal(torch._int_mm(a, w).to(torch.int64), a.to(torch.int64) @ w.to(torch.int64)):
-                    return False
-    except (RuntimeError, AttributeError):
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class IntLinear:
     """acc = a . W (int8 a, 7-bit W), out = (acc * M + B) >> S per output channel."""
 
     weight: torch.Tensor  # (in, out) int8, contiguous
-    weight_f32: torch.Tensor  # the same values in float32
     mul: torch.Tensor  # (out,) M * 2^-S, float64 (exact)
     add: torch.Tensor  # (out,) B * 2^-S, float64 (exact), rounding offset included
 
     def product(self, a: torch.Tensor) -> torch.Tensor:
-        """acc = a . W, exactly: int8 kernels where they are exact, else float32 (every partial
-        sum is an integer below 2^24)."""
-        if a.dtype == torch.int8 and len(a) and int8_matmul_is_exact():
-            return torch._int_mm(a.contiguous(), self.weight)
-        return a.to(torch.float32) @ self.weight_f32
+        """acc = a . W for int8 activations a (n, in): int32 (n, out), exact."""
+        return int8_product(a, self.weight)
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         """int8 activations (n, in) -> (n, out) integers in float64, before any clamp."""
@@ -100,8 +70,7 @@ class IntLinear:
 
     def rows(self, lo: int, hi: int) -> IntLinear:
         """The layer restricted to output channels lo..hi-1."""
-        w = self.weight[:, lo:hi].contiguous()
-        return IntLinear(w, w.to(torch.float32), self.mul[lo:hi], self.add[lo:hi])
+        return IntLinear(self.weight[:, lo:hi].contiguous(), self.mul[lo:hi], self.add[lo:hi])
 
 
 @dataclass(frozen=True)
@@ -118,6 +87,7 @@ class IntNorm:
 class IntBlock:
     ln1: IntNorm
     qkv: IntLinear
+    qkv_max: torch.Tensor  # (3d,) float64: queries and values clamp at 127, keys at 63
     q_only: IntLinear
     exp_mul: int
     exp_shift: int
@@ -132,13 +102,14 @@ class IntBlock:
 
 
 class KVCache:
-    """Keys and values of the content slots of a batch of tiles, per block: k (B, H, cap, dh) and
-    v1 (B, H, cap, dh + 1) (a ones column: the attention weights' row totals), int8 values in float32."""
+    """Keys and values of the content slots of a batch of tiles, per block: keys kt (B, H, dh, cap)
+    int8, transposed (the second operand of the query-key product), and values v1
+    (B, H, cap, dh + 1), int8 values in float32 with a ones column (the weights' row totals)."""
 
     def __init__(self, prior: IntPrior, tiles: int, capacity: int = 512) -> None:
         cfg = prior.config
         self.heads, self.dh = cfg["heads"], cfg["dim"] // cfg["heads"]
-        self.k = [torch.zeros(tiles, self.heads, capacity, self.dh) for _ in prior.blocks]
+        self.kt = [torch.zeros(tiles, self.heads, self.dh, capacity, dtype=torch.int8) for _ in prior.blocks]
         self.v1 = [torch.ones(tiles, self.heads, capacity, self.dh + 1) for _ in prior.blocks]
         self.lengths = torch.zeros(tiles, dtype=torch.int64)
 
@@ -147,18 +118,18 @@ class KVCache:
         return len(self.lengths)
 
     def reserve(self, length: int) -> None:
-        cap = self.k[0].shape[2]
+        cap = self.v1[0].shape[2]
         if length <= cap:
             return
         if length > MAX_KEYS:
             raise DQCError(f"a tile cannot hold {length} tokens")
         cap = max(length, 2 * cap)
-        for i in range(len(self.k)):
-            k = torch.zeros(self.tiles, self.heads, cap, self.dh)
+        for i in range(len(self.kt)):
+            kt = torch.zeros(self.tiles, self.heads, self.dh, cap, dtype=torch.int8)
             v1 = torch.ones(self.tiles, self.heads, cap, self.dh + 1)
-            k[:, :, : self.k[i].shape[2]] = self.k[i]
+            kt[..., : self.kt[i].shape[3]] = self.kt[i]
             v1[:, :, : self.v1[i].shape[2]] = self.v1[i]
-            self.k[i], self.v1[i] = k, v1
+            self.kt[i], self.v1[i] = kt, v1
 
 
 def _json(arrays: dict[str, np.ndarray], key: str) -> dict:
@@ -208,6 +179,7 @@ class IntPrior:
             blk = IntBlock(
                 ln1=self._norm(a, p + "ln1", d, eps),
                 qkv=qkv,
+                qkv_max=torch.tensor([ACT_MAX] * d + [KEY_MAX] * d + [ACT_MAX] * d, dtype=torch.float64),
                 q_only=qkv.rows(0, d),
                 exp_mul=self._scalar(a, p + "attn.exp_mul", 1, 1 << 20),
                 exp_shift=self._scalar(a, p + "attn.exp_shift", 0, 30),
@@ -273,8 +245,7 @@ class IntPrior:
             raise WeightsError(f"{name}: 127 * sum |weight| * |mul| + |add| reaches 2^53")
         add = add + (offset << shift)
         scale = 2.0**-shift
-        w = w.t().contiguous().to(torch.int8)
-        return IntLinear(w, w.to(torch.float32), mul.double() * scale, add.double() * scale)
+        return IntLinear(w.t().contiguous().to(torch.int8), mul.double() * scale, add.double() * scale)
 
     # ----- embeddings ------------------------------------------------------------------------
     def embed_query(self, kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -297,7 +268,7 @@ class IntPrior:
         """Caches of `tiles` tiles, each holding the BOS slot."""
         cache = KVCache(self, tiles, capacity)
         for i, (k, v) in enumerate(self._bos):
-            cache.k[i][:, :, 0] = k
+            cache.kt[i][..., 0] = k
             cache.v1[i][:, :, 0, :-1] = v
         cache.lengths += 1
         return cache
@@ -306,7 +277,7 @@ class IntPrior:
         cache = KVCache(self, 1, 1)
         h = (self.bos << self.embed_shift)[None].double()
         self._forward(cache, h, torch.zeros(1, dtype=torch.int64), h[:0], torch.zeros(0, dtype=torch.int64))
-        return [(k[0, :, 0].clone(), v1[0, :, 0, :-1].clone()) for k, v1 in zip(cache.k, cache.v1)]
+        return [(kt[0, ..., 0].clone(), v1[0, :, 0, :-1].clone()) for kt, v1 in zip(cache.kt, cache.v1)]
 
     def step(
         self,
@@ -366,24 +337,23 @@ class IntPrior:
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
             a = blk.ln1(h)
-            kv = _int8(blk.qkv(a[:n_c])) if n_c else None
-            if kv is not None:
-                cache.k[i][tile_c, :, key_c] = kv[:, d : 2 * d].view(n_c, heads, -1)
-                cache.v1[i][tile_c, :, key_c, :-1] = kv[:, 2 * d :].view(n_c, heads, -1)
+            if n_c:
+                q_c, k, v = _qkv(blk, a[:n_c])
+                cache.kt[i][tile_c, :, :, key_c] = k.view(n_c, heads, -1)
+                cache.v1[i][tile_c, :, key_c, :-1] = v.view(n_c, heads, -1)
             if i == last:  # content rows need only their keys and values in the last block
                 h, a, tile, slot = h[n_c:], a[n_c:], tile[n_c:], slot[n_c:]
-                q = _int8(blk.q_only(a))
+                q = _query(blk, a)
             else:
-                q_q = _int8(blk.q_only(a[n_c:]))
-                q = torch.cat([kv[:, :d], q_q]) if kv is not None else q_q
+                q = torch.cat([q_c, _query(blk, a[n_c:])]) if n_c else _query(blk, a)
             if not len(h):
                 break
             rows = int((counts_c + counts_q).max()) if i < last else int(counts_q.max())
             slot_i = slot if i < last else slot - counts_c[tile]
-            qp = torch.zeros(cache.tiles, rows, d)
+            qp = torch.zeros(cache.tiles, rows, d, dtype=torch.int8)
             qp[tile, slot_i] = q
-            k, v1 = cache.k[i][:, :, :n_keys], cache.v1[i][:, :, :n_keys]
-            o = self._attend(blk, _heads(qp, heads), k, v1, key_group, row_limit)
+            kt, v1 = cache.kt[i][..., :n_keys], cache.v1[i][:, :, :n_keys]
+            o = self._attend(blk, _heads(qp, heads), kt, v1, key_group, row_limit)
             h = self._finish(blk, h, o.transpose(1, 2).reshape(cache.tiles, rows, d)[tile, slot_i])
         cache.lengths = new_len
         return h
@@ -392,13 +362,13 @@ class IntPrior:
     def _attend(
         blk: IntBlock,
         q: torch.Tensor,
-        k: torch.Tensor,
+        kt: torch.Tensor,
         v1: torch.Tensor,
         key_group: torch.Tensor | None,
         row_limit: torch.Tensor | None,
     ) -> torch.Tensor:
         consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
-        return attention(q, k, v1, key_group, row_limit, *consts)
+        return attention(q, kt, v1, key_group, row_limit, *consts)
 
     @staticmethod
     def _finish(blk: IntBlock, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
@@ -439,16 +409,16 @@ class IntPrior:
         h_q = self.embed_query(kind.view(-1), pos.view(-1)).view(n_tiles, n, d)
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
-            kv = _int8(blk.qkv(blk.ln1(h_c.reshape(-1, d)))).view(n_tiles, n + 1, 3 * d)
-            q_q = _int8(blk.q_only(blk.ln1(h_q.reshape(-1, d)))).view(n_tiles, n, d)
-            k = _heads(kv[:, :, d : 2 * d], heads)
+            q_c, k, v = (t.view(n_tiles, n + 1, d) for t in _qkv(blk, blk.ln1(h_c.reshape(-1, d))))
+            q_q = _query(blk, blk.ln1(h_q.reshape(-1, d))).view(n_tiles, n, d)
+            kt = _heads(k, heads).transpose(2, 3).contiguous()
             v1 = torch.ones(n_tiles, heads, n + 1, d // heads + 1)
-            v1[..., :-1] = _heads(kv[:, :, 2 * d :], heads)
+            v1[..., :-1] = _heads(v, heads)
             if i < last:
-                q, limit = torch.cat([kv[:, :, :d], q_q], 1), torch.cat([key_group, limit_q], 1)
+                q, limit = torch.cat([q_c, q_q], 1), torch.cat([key_group, limit_q], 1)
             else:  # content slots need only their keys and values in the last block
                 q, limit = q_q, limit_q
-            o = self._attend(blk, _heads(q, heads), k, v1, key_group, limit).transpose(1, 2).reshape(-1, d)
+            o = self._attend(blk, _heads(q, heads), kt, v1, key_group, limit).transpose(1, 2).reshape(-1, d)
             if i < last:
                 h = self._finish(blk, torch.cat([h_c, h_q], 1).view(-1, d), o).view(n_tiles, -1, d)
                 h_c, h_q = h[:, : n + 1], h[:, n + 1 :]
@@ -474,9 +444,17 @@ class IntPrior:
         return self.embed_content(kind.view(-1), pos.view(-1), torch.where(valid, value, 0).view(-1)).view(b, n, -1)
 
 
-def _int8(x: torch.Tensor) -> torch.Tensor:
-    """Linear outputs clamped to int8 values, in float32 for the next matrix product."""
-    return x.clamp_(-ACT_MAX, ACT_MAX).float()
+def _qkv(blk: IntBlock, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries (int8), keys (int8, -63..63) and values (int8 values in float32) of rows a."""
+    d = len(blk.qkv_max) // 3
+    y = blk.qkv(a)
+    y = torch.max(torch.min(y, blk.qkv_max, out=y), -blk.qkv_max, out=y)
+    return y[:, :d].to(torch.int8), y[:, d : 2 * d].to(torch.int8), y[:, 2 * d :].to(torch.float32)
+
+
+def _query(blk: IntBlock, a: torch.Tensor) -> torch.Tensor:
+    """Queries (int8) of rows a that need no key or value (query slots, or any slot's last block)."""
+    return blk.q_only(a).clamp_(-ACT_MAX, ACT_MAX).to(torch.int8)
 
 
 def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
