@@ -1,13 +1,13 @@
 """Quantisation-aware training of the DQ-Transformer prior, and its export to integer weights.
 
 `QATPrior` wraps a float `DQTransformer` and simulates, in float, the roundings of the integer
-prior (`dqcodec.models.intprior`): int8 weights per output channel, int8 activations at every
-matrix product's input (LayerNorm outputs, queries, keys, values, attention outputs, GELU
-outputs) with learned scales (LSQ, Esser et al. 2020), and the GELU table's input grid.
+prior (`dqcodec.models.intprior`): 7-bit weights per output channel, 8-bit activations at every
+matrix product's input (LayerNorm outputs, queries, values, attention outputs, GELU outputs) and
+7-bit keys, with learned scales (LSQ, Esser et al. 2020), and the GELU table's input grid.
 `export_integer` turns it into the integer arrays that `IntPrior` loads; what it does not
-simulate (the integer LayerNorm's 2^-11 reciprocal square root, the exponent polynomial, the
-2^-16 residual grid) moves the rate by far less than the 2% budget, which
-`benchmarks/prior_bits.py` measures on the integer model itself.
+simulate (the integer LayerNorm's reciprocal square root table, the exponent polynomial and
+reciprocal table of the softmax, the 2^-14 residual grid) moves the rate by hundredths of a
+percent, which `benchmarks/prior_bits.py` measures on the integer model itself.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _fixed(real: np.ndarray, limit_bits: int, max_shift: int = 62) -> tuple[np.n
 
 
 def _linear_arrays(layer: nn.Linear, in_scale: float, out_scale: np.ndarray) -> dict[str, np.ndarray]:
-    """int8 weights and the requantisation (acc * mul + add) >> shift to `out_scale` units."""
+    """7-bit weights and the requantisation (acc * mul + add) >> shift to `out_scale` units."""
     _, w_scale = quant_weight(layer.weight.detach().double())
     w = layer.weight.detach().double()
     w_int = torch.round(w / w_scale[:, None]).clamp(-WEIGHT_MAX, WEIGHT_MAX).numpy().astype(np.int8)
