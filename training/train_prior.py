@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--val", type=Path, default=Path("../shared/data/train/bsds500/test"))
     ap.add_argument("--val-tiles", type=int, default=48, help="BSDS500 test tiles scored by the integer model")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--log-every", type=int, default=100, help="steps between log lines")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,7 +135,7 @@ def main() -> None:
             prior.calibrate(calib)
         if args.val_tiles:
             val = val_tokens(vae, args.val, args.val_tiles, args.fixed_grid, dev)
-            start_meta = {"steps": step, "qat_from": str(args.init) if args.init else None, "fine_tuned": False}
+            start_meta = {"steps": step, "qat_from": str(args.init) if args.init else None, "fine_tuned": step > 0}
             start_raw = export_integer(prior, start_meta)
             start_bits = validation_bits(start_raw, val)
             note(f"validation at step {step}: integer prior {start_bits / len(val) / TILE**2:.5f} bpp")
@@ -160,7 +161,7 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(prior.parameters(), 1.0)
         opt.step()
         step += 1
-        if step % 100 == 0 or step == 1:
+        if step % args.log_every == 0 or step == 1:
             with torch.no_grad():
                 per_kind = []
                 for k in range(NUM_KINDS):
@@ -177,7 +178,7 @@ def main() -> None:
         export_weights(float_prior, cfg.to_dict(), meta, args.export)
         print(f"exported {args.export}")
     if isinstance(prior, QATPrior) and args.export_int:
-        raw = export_integer(prior, {**meta, "qat_from": str(args.init) if args.init else None})
+        raw = export_integer(prior, {**meta, "qat_from": str(args.init) if args.init else None, "fine_tuned": True})
         if val is not None:
             end_bits = validation_bits(raw, val)
             note(f"validation at step {step}: integer prior {end_bits / len(val) / TILE**2:.5f} bpp")
