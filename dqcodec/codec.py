@@ -105,11 +105,11 @@ def encode(
     h, w = x.shape[-2:]
     if target_bpp is None:
         coded = coded_size(w, h, scale or 1.0)
-        a = analyze(m, resample_picture(x, *coded), device, tune)
+        a, tiles = analyze(m, resample_picture(x, *coded), device, tune), None
     else:
-        coded, a, quality = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
+        coded, a, quality, tiles = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
     levels = levels_for_quality(m, a, quality)[0]
-    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp)
+    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles)
 
 
 def write_tokens(
@@ -125,15 +125,18 @@ def write_tokens(
     workers: int | None = None,
     coded: tuple[int, int] | None = None,
     xmp: bytes | None = None,
+    tiles: list[bitstream.Tile] | None = None,
 ) -> bytes:
     """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes
     for a width x height image; `coded` is the (width, height) of the tokens' picture, which gets
-    an RSMP chunk where it differs from the image's (resampled coding)."""
+    an RSMP chunk where it differs from the image's (resampled coding). `tiles`: these tokens'
+    tiles, already range-coded (by rate control)."""
     schedule = schedule or Schedule()
     header = bitstream.Header(
         width, height, color, TILE_SIZE, m.model_id, *header_shares(levels), schedule.periods, PRECISION
     )
-    tiles = encode_tiles(m.prior, levels, idx, schedule, workers)
+    if tiles is None:
+        tiles = encode_tiles(m.prior, levels, idx, schedule, workers)
     resampled = coded if coded and coded != (width, height) else None
     return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif, coded_size=resampled, xmp=xmp))
 

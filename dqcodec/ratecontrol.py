@@ -3,8 +3,8 @@ target rate, and the picture's scale (resampled coding).
 
 `-q` picks the map: with tune "ssim" the DGC gate ranks regions and the quality sets the shares
 of coarse, medium and fine regions; with tune "psnr" each region gets the level of least squared
-error + lambda * bits (`rdo`). `--bpp` searches the quality (and the scale band) whose file stays
-at the target, counting bits exactly with the integer prior.
+error + lambda * bits (`rdo`). `--bpp` finds the quality (and the scale band) whose file stays
+at the target: a per-image rate model proposes it, and the integer prior counts its bits exactly.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from dqcodec.coding import tile_grid, token_bits
+from dqcodec.bitstream import Tile
+from dqcodec.coding import encode_tiles, tile_grid, token_bits
 from dqcodec.errors import DQCError
 from dqcodec.loading import LoadedModel
 from dqcodec.models.dqvae import NUM_LEVELS, rank_levels
-from dqcodec.rdo import RegionCosts, choose_levels, region_distortion, region_rate
+from dqcodec.rdo import REGION_BITS, RegionCosts, choose_levels, region_distortion, region_rate
 from dqcodec.tokens import Schedule
 from dqcodec.transform import encode_tiled, pad16, resample_picture, synthesize
 
@@ -122,27 +123,86 @@ def estimate_bits(
     return token_bits(m.prior, levels, idx, schedule, workers) + tiles * TILE_BITS + FILE_BITS
 
 
+RATE_CHECKS = 4  # proposals --bpp codes on one scale before it bisects
+RATE_CLOSE = 0.97  # a proposal whose file is within 3% under the target is taken at once
+TILE_FRAMING_BITS = 8 * 24  # a TILE chunk's bytes besides the range coder's words
+
+
+def model_bits(levels: torch.Tensor) -> float:
+    """Bits of a granularity map's tokens by the mean bits of a region at its level (REGION_BITS)."""
+    return float(torch.tensor(REGION_BITS, dtype=torch.float64)[levels].sum())
+
+
 def quality_for_bpp(
     m: LoadedModel, a: Analysis, pixels: int, target: float, schedule: Schedule, extra_bits: float = 0.0
-) -> float | None:
-    """Highest quality whose estimated rate (plus `extra_bits`) stays at or under `target` bpp
-    (bisection on quality to within 1/128 of the range); None if even quality 0 is over."""
+) -> tuple[float, list[Tile]] | None:
+    """Highest quality whose file (plus `extra_bits`) stays at or under `target` bpp, with its
+    range-coded tiles; None if even quality 0 is over.
 
-    def fits(q: float) -> bool:
-        bits = estimate_bits(m, levels_for_quality(m, a, q)[0], a.idx, schedule) + extra_bits
-        return bits / pixels <= target
+    A rate model of this image proposes the quality: bits = k * (sum of the mean bits of a region
+    at its level, REGION_BITS) + c, with k = 1 and c the container's bits at first, then fitted
+    to the files coded so far (the last two, as a line). Each proposal is coded for real, so the
+    one taken is the file written. The first within 3% under the target is taken; after
+    RATE_CHECKS proposals, a bisection between the best under the target and the least over it."""
+    fixed = FILE_BITS + extra_bits
+    budget = target * pixels
+    coded: dict[float, tuple[float, float, list[Tile]]] = {}  # quality -> (model bits, file bits, tiles)
+
+    def code(q: float) -> float:
+        if q not in coded:
+            levels = levels_for_quality(m, a, q)[0]
+            tiles = encode_tiles(m.prior, levels, a.idx, schedule)
+            bits = sum(8 * len(t.data) + TILE_FRAMING_BITS for t in tiles) + fixed
+            coded[q] = (model_bits(levels), bits, tiles)
+        return coded[q][1]
+
+    def result(q: float) -> tuple[float, list[Tile]]:
+        return q, coded[q][2]
 
     if m.fixed_grid:
-        return max((q for q in (0.0, 50.0, 100.0) if fits(q)), default=None)
-    if not fits(0.0):
-        return None
-    lo, hi = 0.0, 100.0
-    if fits(hi):
-        return hi
-    for _ in range(7):
+        fitting = [q for q in (0.0, 50.0, 100.0) if code(q) <= budget]
+        return result(max(fitting)) if fitting else None
+
+    aim = budget * (1 + RATE_CLOSE) / 2  # the middle of the range taken at once
+
+    def proposal(k: float, c: float) -> float:
+        def fits(q: float) -> bool:
+            return k * model_bits(levels_for_quality(m, a, q)[0]) + c <= aim
+
+        if fits(100.0):
+            return 100.0
+        lo, hi = 0.0, 100.0
+        for _ in range(10):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
+
+    k, c = 1.0, fixed + len(tile_grid(*a.score.shape)) * TILE_BITS
+    tried: list[float] = []
+    for _ in range(RATE_CHECKS):
+        q = proposal(k, c)
+        b = code(q)
+        if b <= budget and (b >= RATE_CLOSE * budget or q == 100.0):
+            return result(q)
+        tried.append(q)
+        m2, b2, _ = coded[q]
+        if len(tried) > 1 and abs(m2 - coded[tried[-2]][0]) > 1.0:
+            m1, b1, _ = coded[tried[-2]]
+            k = max(0.1, (b2 - b1) / (m2 - m1))
+            c = b2 - k * m2
+        else:
+            k = max(0.1, (b2 - c) / max(1.0, m2))
+    under = [q for q, (_, b, _) in coded.items() if b <= budget]
+    if not under:
+        if code(0.0) > budget:
+            return None
+        under = [0.0]
+    lo = max(under)
+    hi = min((q for q, (_, b, _) in coded.items() if b > budget and q > lo), default=100.0)
+    for _ in range(3):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    return lo
+        lo, hi = (mid, hi) if code(mid) <= budget else (lo, mid)
+    return result(lo)
 
 
 def scales_for_bpp(target_bpp: float) -> list[float]:
@@ -160,19 +220,20 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 def fit_rate(
     m: LoadedModel, x: torch.Tensor, target_bpp: float, scale: float | None, schedule: Schedule, device: str, tune: str
-) -> tuple[tuple[int, int], Analysis, float]:
-    """Coded size, analysis and quality for a target rate: at `scale`, or else at the scale of the
-    target's band (SCALE_BANDS) and, if even quality 0 is over the target there, at the smaller
-    ones in turn; where none reaches it, the scale with the smallest file."""
+) -> tuple[tuple[int, int], Analysis, float, list[Tile] | None]:
+    """Coded size, analysis, quality and (where already coded) tiles for a target rate: at
+    `scale`, or else at the scale of the target's band (SCALE_BANDS) and, if even quality 0 is
+    over the target there, at the smaller ones in turn; where none reaches it, the scale with the
+    smallest file."""
     h, w = x.shape[-2:]
     floors: list[tuple[float, tuple[int, int], Analysis]] = []
     for s in [scale] if scale else scales_for_bpp(target_bpp):
         coded = coded_size(w, h, s)
         a = analyze(m, resample_picture(x, *coded), device, tune)
         extra = 0.0 if coded == (w, h) else RSMP_BITS
-        quality = quality_for_bpp(m, a, h * w, target_bpp, schedule, extra)
-        if quality is not None:
-            return coded, a, quality
+        found = quality_for_bpp(m, a, h * w, target_bpp, schedule, extra)
+        if found is not None:
+            return coded, a, *found
         floors.append((estimate_bits(m, levels_for_quality(m, a, 0)[0], a.idx, schedule) + extra, coded, a))
     _, coded, a = min(floors, key=lambda f: f[0])
-    return coded, a, 0.0
+    return coded, a, 0.0, None

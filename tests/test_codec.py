@@ -233,3 +233,24 @@ def test_target_bpp_picks_the_scale_of_its_band() -> None:
         c = bitstream.read(dqcodec.encode(img, target_bpp=target))
         assert (c.coded_width, c.coded_height) == (round(192 * scale), round(128 * scale))
     assert bitstream.read(dqcodec.encode(img, target_bpp=0.5, scale=1.0)).coded_size is None
+
+
+def test_target_bpp_lands_just_under_the_target_and_writes_that_quality() -> None:
+    from skimage import data
+
+    from dqcodec.ratecontrol import quality_for_bpp
+    from dqcodec.tokens import Schedule
+
+    img = Image.fromarray(data.astronaut()[::2, ::2])  # 256x256, one tile
+    m = load_model("dq")
+    x, _ = image_to_tensor(img)
+    a = analyze(m, x)
+    pixels = img.width * img.height
+    target = 0.15
+    found = quality_for_bpp(m, a, pixels, target, Schedule())
+    assert found is not None
+    quality, tiles = found
+    coded = dqcodec.encode(img, target_bpp=target, scale=1.0)
+    assert 0.95 * target <= 8 * len(coded) / pixels <= target
+    assert coded == dqcodec.encode(img, quality=quality)
+    assert [t.data for t in bitstream.read(coded).tiles] == [t.data for t in tiles]
