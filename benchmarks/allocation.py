@@ -41,19 +41,12 @@ from benchmarks.kodak_rd import Metrics
 from benchmarks.report import bd_rate
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import LoadedModel, load_model
-from dqcodec.models.dqvae import NUM_LEVELS, REGION
+from dqcodec.models.dqvae import NUM_LEVELS
 from dqcodec.ratecontrol import analyze, levels_for_quality
-from dqcodec.rdo import RegionCosts, levels_at, multiplier, region_distortion, region_rate
+from dqcodec.rdo import RegionCosts, levels_at, multiplier, region_distortion, region_rate, region_sums
 from dqcodec.transform import synthesize
 
 Distortion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (L,3,H,W), (3,H,W) uint8 -> (L,h,w)
-
-
-def _region_sum(err: torch.Tensor) -> torch.Tensor:
-    """(L, 1, H, W) per-pixel error -> (L, ceil(H/16), ceil(W/16)) sums over each region."""
-    h, w = err.shape[-2:]
-    err = F.pad(err, (0, -w % REGION, 0, -h % REGION))
-    return F.avg_pool2d(err, REGION)[:, 0] * REGION * REGION
 
 
 def _ycbcr(x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +58,7 @@ def _ycbcr(x: torch.Tensor) -> torch.Tensor:
 def luma(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     d = _ycbcr(decoded) - _ycbcr(original)[None]
     weights = torch.tensor([1.0, 0.25, 0.25], dtype=torch.float64)[None, :, None, None]
-    return _region_sum((d.pow(2) * weights).sum(1, keepdim=True))
+    return region_sums((d.pow(2) * weights).sum(1, keepdim=True))
 
 
 def ssim_error(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
@@ -79,19 +72,20 @@ def ssim_error(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
     ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     dssim = F.interpolate(1 - ssim, size=x.shape[-2:], mode="nearest")
-    return _region_sum(dssim) * 255.0**2
+    return region_sums(dssim) * 255.0**2
 
 
 def grad(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     d = decoded.double() - original.double()[None]
     gx, gy = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
     edge = F.pad(gx.pow(2).sum(1, keepdim=True), (0, 1)) + F.pad(gy.pow(2).sum(1, keepdim=True), (0, 0, 0, 1))
-    return region_distortion(decoded, original) + 2 * _region_sum(edge)
+    return region_distortion(decoded, original) + 2 * region_sums(edge)
 
 
-def mse_ssim(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+def mse_ssim(decoded: torch.Tensor, original: torch.Tensor, weight: float = 0.5) -> torch.Tensor:
+    """`weight` of mse and 1 - weight of ssim, each normalised by its all-medium total."""
     a, b = region_distortion(decoded, original), ssim_error(decoded, original)
-    return 0.5 * a / a[1].sum() + 0.5 * b / b[1].sum()
+    return weight * a / a[1].sum() + (1 - weight) * b / b[1].sum()
 
 
 CANDIDATES: dict[str, Distortion] = {
@@ -101,6 +95,14 @@ CANDIDATES: dict[str, Distortion] = {
     "grad": grad,
     "mse_ssim": mse_ssim,
 }
+
+
+def candidate(name: str) -> Distortion:
+    """A measure by name; "mse_ssim@w" weighs mse by w and ssim by 1 - w."""
+    if "@" in name:
+        base, weight = name.split("@")
+        return lambda decoded, original: mse_ssim(decoded, original, float(weight))
+    return CANDIDATES[name]
 
 
 def ranked_levels(costs: RegionCosts, score: torch.Tensor, lam: float) -> torch.Tensor:

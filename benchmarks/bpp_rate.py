@@ -54,7 +54,7 @@ def main() -> None:
             bpp_s = time.perf_counter() - t0
             passes = coded_passes[0]
             x, _ = image_to_tensor(img)
-            _, a, quality, _ = ratecontrol.fit_rate(m, x, target, None, Schedule(), "cpu", "ssim")
+            quality = ratecontrol.fit_rate(m, x, target, None, Schedule(), "cpu", "ssim")[2].quality
             c = bitstream.read(data)
             scale = c.coded_width / img.width if c.coded_size else 1.0
             t0 = time.perf_counter()

@@ -93,9 +93,7 @@ def main() -> None:
     ap.add_argument("--models", default="dq,vqgan")
     args = ap.parse_args()
     path = args.out / "prior_bits.json"
-    # models measured by an earlier run are kept, so models can run in parallel processes
-    results: dict = json.loads(path.read_text()) if path.exists() else {}
-    results["meta"] = {"images": args.images, "precision": PRECISION}
+    results: dict = {"meta": {"images": args.images, "precision": PRECISION}}
     for model in args.models.split(","):
         m, fp = load_model(model), float_prior(model)
         k = m.vae.cfg.num_codes
@@ -136,7 +134,7 @@ def main() -> None:
                     f"{e['bits_per_code']:.2f} bits/code vs log2(K) = {math.log2(k):.0f}"
                 )
             args.out.mkdir(parents=True, exist_ok=True)
-            if path.exists():  # another process may have written its model meanwhile
+            if path.exists():  # keep the models of other runs (models may run in parallel processes)
                 results = {**json.loads(path.read_text()), model: results[model], "meta": results["meta"]}
             path.write_text(json.dumps(results, indent=1))
 

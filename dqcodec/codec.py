@@ -107,7 +107,8 @@ def encode(
         coded = coded_size(w, h, scale or 1.0)
         a, tiles = analyze(m, resample_picture(x, *coded), device, tune), None
     else:
-        coded, a, quality, tiles = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
+        coded, a, fit = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
+        quality, tiles = fit.quality, fit.tiles
     levels = levels_for_quality(m, a, quality)[0]
     return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles)
 

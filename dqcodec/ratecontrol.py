@@ -10,12 +10,13 @@ at the target: a per-image rate model proposes it, and the integer prior counts 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from dqcodec.bitstream import Tile
-from dqcodec.coding import encode_tiles, tile_grid, token_bits
+from dqcodec.coding import encode_tiles, tile_grid
 from dqcodec.errors import DQCError
 from dqcodec.loading import LoadedModel
 from dqcodec.models.dqvae import NUM_LEVELS, rank_levels
@@ -37,7 +38,8 @@ MIN_SCALE, MAX_SCALE = 0.25, 2.0
 SCALE_BANDS = ((0.03, 0.5), (0.09, 0.71), (0.22, 1.0), (math.inf, 1.5))
 RSMP_BITS = 8 * 20  # the RSMP chunk of a resampled file
 FILE_BITS = 8 * 69  # signature, version, HEAD and END chunks
-TILE_BITS = 8 * (24 + 2)  # a TILE chunk's framing, and about half a coder word of flush
+TILE_FRAMING_BITS = 8 * 24  # a TILE chunk's bytes besides the range coder's words
+TILE_BITS = TILE_FRAMING_BITS + 8 * 2  # and about half a coder word of flush: a tile's overhead
 
 
 def check_quality(quality: float) -> None:
@@ -114,18 +116,17 @@ def header_shares(levels: torch.Tensor) -> tuple[int, int]:
     return q_fine, q_medium
 
 
-def estimate_bits(
-    m: LoadedModel, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], schedule: Schedule, workers: int | None = None
-) -> float:
-    """Bits of a whole file with these tokens: their exact code lengths under the prior plus the
-    container's bytes."""
-    tiles = len(tile_grid(*levels.shape))
-    return token_bits(m.prior, levels, idx, schedule, workers) + tiles * TILE_BITS + FILE_BITS
-
-
 RATE_CHECKS = 4  # proposals --bpp codes on one scale before it bisects
 RATE_CLOSE = 0.97  # a proposal whose file is within 3% under the target is taken at once
-TILE_FRAMING_BITS = 8 * 24  # a TILE chunk's bytes besides the range coder's words
+
+
+@dataclass(frozen=True)
+class RateFit:
+    """A quality rate control settled on, and its file as coded."""
+
+    quality: float
+    tiles: list[Tile]  # range-coded: the file's TILE chunks
+    bits: float  # of the whole file
 
 
 def model_bits(levels: torch.Tensor) -> float:
@@ -133,11 +134,20 @@ def model_bits(levels: torch.Tensor) -> float:
     return float(torch.tensor(REGION_BITS, dtype=torch.float64)[levels].sum())
 
 
+def highest(fits: Callable[[float], bool], lo: float, hi: float, steps: int) -> float:
+    """Bisection in `steps` halvings between a quality lo taken to fit and hi taken not to: the
+    highest found to fit."""
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
 def quality_for_bpp(
     m: LoadedModel, a: Analysis, pixels: int, target: float, schedule: Schedule, extra_bits: float = 0.0
-) -> tuple[float, list[Tile]] | None:
-    """Highest quality whose file (plus `extra_bits`) stays at or under `target` bpp, with its
-    range-coded tiles; None if even quality 0 is over.
+) -> RateFit:
+    """Highest quality whose file (plus `extra_bits`) stays at or under `target` bpp, coded; if
+    even quality 0 is over, quality 0 (its `bits` then exceed the target).
 
     A rate model of this image proposes the quality: bits = k * (sum of the mean bits of a region
     at its level, REGION_BITS) + c, with k = 1 and c the container's bits at first, then fitted
@@ -146,63 +156,48 @@ def quality_for_bpp(
     RATE_CHECKS proposals, a bisection between the best under the target and the least over it."""
     fixed = FILE_BITS + extra_bits
     budget = target * pixels
-    coded: dict[float, tuple[float, float, list[Tile]]] = {}  # quality -> (model bits, file bits, tiles)
+    coded: dict[float, tuple[float, RateFit]] = {}  # quality -> (model bits, file)
 
-    def code(q: float) -> float:
+    def code(q: float) -> RateFit:
         if q not in coded:
             levels = levels_for_quality(m, a, q)[0]
             tiles = encode_tiles(m.prior, levels, a.idx, schedule)
             bits = sum(8 * len(t.data) + TILE_FRAMING_BITS for t in tiles) + fixed
-            coded[q] = (model_bits(levels), bits, tiles)
+            coded[q] = (model_bits(levels), RateFit(q, tiles, bits))
         return coded[q][1]
 
-    def result(q: float) -> tuple[float, list[Tile]]:
-        return q, coded[q][2]
+    def fits(q: float) -> bool:
+        return code(q).bits <= budget
 
     if m.fixed_grid:
-        fitting = [q for q in (0.0, 50.0, 100.0) if code(q) <= budget]
-        return result(max(fitting)) if fitting else None
+        return code(max((q for q in (0.0, 50.0, 100.0) if fits(q)), default=0.0))
 
     aim = budget * (1 + RATE_CLOSE) / 2  # the middle of the range taken at once
+    k, c = 1.0, fixed + len(tile_grid(*a.score.shape)) * TILE_BITS
+    previous: float | None = None
+    for _ in range(RATE_CHECKS):
 
-    def proposal(k: float, c: float) -> float:
-        def fits(q: float) -> bool:
+        def model_fits(q: float, k: float = k, c: float = c) -> bool:
             return k * model_bits(levels_for_quality(m, a, q)[0]) + c <= aim
 
-        if fits(100.0):
-            return 100.0
-        lo, hi = 0.0, 100.0
-        for _ in range(10):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-        return lo
-
-    k, c = 1.0, fixed + len(tile_grid(*a.score.shape)) * TILE_BITS
-    tried: list[float] = []
-    for _ in range(RATE_CHECKS):
-        q = proposal(k, c)
-        b = code(q)
+        q = 100.0 if model_fits(100.0) else highest(model_fits, 0.0, 100.0, 10)
+        b = code(q).bits
         if b <= budget and (b >= RATE_CLOSE * budget or q == 100.0):
-            return result(q)
-        tried.append(q)
-        m2, b2, _ = coded[q]
-        if len(tried) > 1 and abs(m2 - coded[tried[-2]][0]) > 1.0:
-            m1, b1, _ = coded[tried[-2]]
-            k = max(0.1, (b2 - b1) / (m2 - m1))
-            c = b2 - k * m2
+            return code(q)
+        m2 = coded[q][0]
+        if previous is not None and abs(m2 - coded[previous][0]) > 1.0:
+            m1, b1 = coded[previous][0], coded[previous][1].bits
+            k = max(0.1, (b - b1) / (m2 - m1))
+            c = b - k * m2
         else:
-            k = max(0.1, (b2 - c) / max(1.0, m2))
-    under = [q for q, (_, b, _) in coded.items() if b <= budget]
-    if not under:
-        if code(0.0) > budget:
-            return None
-        under = [0.0]
-    lo = max(under)
-    hi = min((q for q, (_, b, _) in coded.items() if b > budget and q > lo), default=100.0)
-    for _ in range(3):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if code(mid) <= budget else (lo, mid)
-    return result(lo)
+            k = max(0.1, (b - c) / max(1.0, m2))
+        previous = q
+    under = [q for q in coded if fits(q)]
+    if not under and not fits(0.0):
+        return code(0.0)
+    lo = max(under, default=0.0)
+    hi = min((q for q in coded if q > lo and not fits(q)), default=100.0)
+    return code(highest(fits, lo, hi, 3))
 
 
 def scales_for_bpp(target_bpp: float) -> list[float]:
@@ -220,20 +215,18 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 def fit_rate(
     m: LoadedModel, x: torch.Tensor, target_bpp: float, scale: float | None, schedule: Schedule, device: str, tune: str
-) -> tuple[tuple[int, int], Analysis, float, list[Tile] | None]:
-    """Coded size, analysis, quality and (where already coded) tiles for a target rate: at
-    `scale`, or else at the scale of the target's band (SCALE_BANDS) and, if even quality 0 is
-    over the target there, at the smaller ones in turn; where none reaches it, the scale with the
-    smallest file."""
+) -> tuple[tuple[int, int], Analysis, RateFit]:
+    """Coded size, analysis and coded quality for a target rate: at `scale`, or else at the
+    scale of the target's band (SCALE_BANDS) and, if even quality 0 is over the target there, at
+    the smaller ones in turn; where none reaches it, the scale with the smallest file."""
     h, w = x.shape[-2:]
-    floors: list[tuple[float, tuple[int, int], Analysis]] = []
+    floors: list[tuple[RateFit, tuple[int, int], Analysis]] = []
     for s in [scale] if scale else scales_for_bpp(target_bpp):
         coded = coded_size(w, h, s)
         a = analyze(m, resample_picture(x, *coded), device, tune)
-        extra = 0.0 if coded == (w, h) else RSMP_BITS
-        found = quality_for_bpp(m, a, h * w, target_bpp, schedule, extra)
-        if found is not None:
-            return coded, a, *found
-        floors.append((estimate_bits(m, levels_for_quality(m, a, 0)[0], a.idx, schedule) + extra, coded, a))
-    _, coded, a = min(floors, key=lambda f: f[0])
-    return coded, a, 0.0, None
+        fit = quality_for_bpp(m, a, h * w, target_bpp, schedule, 0.0 if coded == (w, h) else RSMP_BITS)
+        if fit.bits <= target_bpp * h * w:
+            return coded, a, fit
+        floors.append((fit, coded, a))
+    fit, coded, a = min(floors, key=lambda f: f[0].bits)
+    return coded, a, fit

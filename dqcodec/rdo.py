@@ -74,7 +74,11 @@ def psnr_slope(quality: float) -> float:
 def region_distortion(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     """Squared error per 16x16 region. decoded (L, 3, H, W) uint8, one picture per level;
     original (3, H, W) uint8 -> (L, ceil(H/16), ceil(W/16)) float64."""
-    err = (decoded.double() - original.double()[None]).pow(2).sum(1, keepdim=True)
+    return region_sums((decoded.double() - original.double()[None]).pow(2).sum(1, keepdim=True))
+
+
+def region_sums(err: torch.Tensor) -> torch.Tensor:
+    """Per-pixel errors (L, 1, H, W) -> their sums over each 16x16 region (L, ceil(H/16), ceil(W/16))."""
     h, w = err.shape[-2:]
     err = F.pad(err, (0, -w % REGION, 0, -h % REGION))  # padding is not part of the picture
     return F.avg_pool2d(err, REGION)[:, 0] * REGION * REGION

@@ -247,9 +247,9 @@ def test_target_bpp_lands_just_under_the_target_and_writes_that_quality() -> Non
     a = analyze(m, x)
     pixels = img.width * img.height
     target = 0.15
-    found = quality_for_bpp(m, a, pixels, target, Schedule())
-    assert found is not None
-    quality, tiles = found
+    fit = quality_for_bpp(m, a, pixels, target, Schedule())
+    assert fit.bits <= target * pixels
+    quality, tiles = fit.quality, fit.tiles
     coded = dqcodec.encode(img, target_bpp=target, scale=1.0)
     assert 0.95 * target <= 8 * len(coded) / pixels <= target
     assert coded == dqcodec.encode(img, quality=quality)
