@@ -1,8 +1,17 @@
 """Per-image granularity allocation: which per-region distortion measure should the default tune
-minimise? Measured on BSDS500 test images (never Kodak), against today's default (the DGC gate
-ranks regions, quality fixes the shares).
+minimise? Measured on BSDS500 test images (never Kodak), against the default up to dqc 0.2 (the
+DGC gate ranks regions, quality fixes the shares; `gate_levels`).
 
     python -m benchmarks.allocation [--images 12] [--qualities 10,25,40,55,70,85,95]
+        [--candidates ssim,mse_ssim@0.1] [--rules free,ranked,edge0.5] [--alphas 1,0.5,0] [--stem allocation]
+
+The runs behind the default (10 images each; results under benchmarks/results/):
+
+    python -m benchmarks.allocation --images 10                      # allocation.md
+    python -m benchmarks.allocation --images 10 --candidates ssim,mse_ssim@0.25,mse_ssim@0.5 \
+        --rules ranked --alphas 1,0.5,0 --stem allocation_lambda
+    python -m benchmarks.allocation --images 10 --candidates mse_ssim@0.1,mse_ssim@0.15,luma \
+        --rules ranked --stem allocation_mix
 
 Every candidate decodes the image once per level (all coarse, all medium, all fine), measures a
 distortion D[l, i] of every 16x16 region i at every level l, and codes each region at
@@ -13,11 +22,13 @@ distortion (`dqcodec.rdo.multiplier`), so the shares follow each image's content
     luma       squared error of Y (BT.601) plus a quarter of Cb and Cr
     ssim       region mean of 1 - SSIM of Y (8x8 windows, 4-px stride), times 255^2 * 256
     grad       squared RGB error plus twice the squared error of horizontal/vertical gradients
-    mse_ssim   half mse, half ssim (each normalised by its all-medium total)
+    mse_ssim   half mse, half ssim (each normalised by its all-medium total); mse_ssim@w: w mse
 
-Each measure is tried with two rules: "free" (every region its own least cost, as above) and
-"ranked" (the gate's ranking of regions is kept, and only how many regions are fine and medium
-follows from the least total cost; settings named gate+<measure>).
+Rules: "free" (every region its own least cost, as above), "ranked" (the gate's ranking of
+regions is kept, and only how many regions are fine and medium follows from the least total cost;
+settings named gate+<measure>) and "edgeW" (ranked, by the gate's score plus W x the edge error
+that the finer levels recover, `edge_ranking`). --alphas: lambda scales with the image's own
+all-medium error to this power (1: `rdo.multiplier`; 0: one lambda for all images; setting^alpha).
 
 Each setting is coded for real: exact bits under the integer prior (the .dqc size), picture from
 the decoder, PSNR, MS-SSIM and SSIMULACRA2. Writes allocation.json (per image and setting) and
@@ -28,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,9 +53,18 @@ from benchmarks.kodak_rd import Metrics
 from benchmarks.report import bd_rate
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import LoadedModel, load_model
-from dqcodec.models.dqvae import NUM_LEVELS
-from dqcodec.ratecontrol import analyze, levels_for_quality
-from dqcodec.rdo import RegionCosts, levels_at, multiplier, region_distortion, region_rate, region_sums
+from dqcodec.models.dqvae import NUM_LEVELS, rank_levels
+from dqcodec.ratecontrol import Analysis, analyze
+from dqcodec.rdo import (
+    RegionCosts,
+    levels_at,
+    multiplier,
+    ranked_levels,
+    region_distortion,
+    region_rate,
+    region_sums,
+    ssim_distortion,
+)
 from dqcodec.transform import synthesize
 
 Distortion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (L,3,H,W), (3,H,W) uint8 -> (L,h,w)
@@ -61,37 +82,40 @@ def luma(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
     return region_sums((d.pow(2) * weights).sum(1, keepdim=True))
 
 
-def ssim_error(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    x, y = _ycbcr(decoded)[:, :1], _ycbcr(original)[None, :1].expand(len(decoded), -1, -1, -1)
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-
-    def mean(t: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(t, 8, stride=4, padding=2, count_include_pad=False)
-
-    mx, my = mean(x), mean(y)
-    vx, vy, cxy = mean(x * x) - mx**2, mean(y * y) - my**2, mean(x * y) - mx * my
-    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    dssim = F.interpolate(1 - ssim, size=x.shape[-2:], mode="nearest")
-    return region_sums(dssim) * 255.0**2
+def edge_error(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    """Squared error of horizontal and vertical pixel differences, summed per region."""
+    d = decoded.double() - original.double()[None]
+    gx, gy = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
+    return region_sums(
+        F.pad(gx.pow(2).sum(1, keepdim=True), (0, 1)) + F.pad(gy.pow(2).sum(1, keepdim=True), (0, 0, 0, 1))
+    )
 
 
 def grad(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    d = decoded.double() - original.double()[None]
-    gx, gy = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
-    edge = F.pad(gx.pow(2).sum(1, keepdim=True), (0, 1)) + F.pad(gy.pow(2).sum(1, keepdim=True), (0, 0, 0, 1))
-    return region_distortion(decoded, original) + 2 * region_sums(edge)
+    return region_distortion(decoded, original) + 2 * edge_error(decoded, original)
+
+
+def edge_ranking(score: torch.Tensor, edge: torch.Tensor, weight: float) -> torch.Tensor:
+    """The gate's score plus `weight` x the structure the finer levels recover (edge error at
+    coarse minus at fine), both as z-scores over the image: a ranking that moves regions whose
+    coarse decoding loses or invents edges up."""
+
+    def z(t: torch.Tensor) -> torch.Tensor:
+        return (t - t.mean()) / t.std().clamp(min=1e-9)
+
+    return z(score.double()) + weight * z(edge[0] - edge[2])
 
 
 def mse_ssim(decoded: torch.Tensor, original: torch.Tensor, weight: float = 0.5) -> torch.Tensor:
     """`weight` of mse and 1 - weight of ssim, each normalised by its all-medium total."""
-    a, b = region_distortion(decoded, original), ssim_error(decoded, original)
+    a, b = region_distortion(decoded, original), ssim_distortion(decoded, original)
     return weight * a / a[1].sum() + (1 - weight) * b / b[1].sum()
 
 
 CANDIDATES: dict[str, Distortion] = {
     "mse": region_distortion,
     "luma": luma,
-    "ssim": ssim_error,
+    "ssim": ssim_distortion,
     "grad": grad,
     "mse_ssim": mse_ssim,
 }
@@ -105,21 +129,12 @@ def candidate(name: str) -> Distortion:
     return CANDIDATES[name]
 
 
-def ranked_levels(costs: RegionCosts, score: torch.Tensor, lam: float) -> torch.Tensor:
-    """Levels by the gate's ranking (top regions fine, next medium, rest coarse) with the counts
-    of least total D + lam R: prefix sums over the ranking, the best fine count per upper count."""
-    n = score.numel()
-    order = torch.argsort(score.reshape(n), descending=True, stable=True)
-    c = (costs.distortion + lam * costs.rate).reshape(NUM_LEVELS, n)[:, order]
-    zero = torch.zeros(NUM_LEVELS, 1, dtype=c.dtype)
-    pre = torch.cat([zero, c.cumsum(1)], 1)  # pre[l, k]: cost of the first k ranked regions at level l
-    best_fine = torch.cummin(pre[2] - pre[1], 0)  # over fine counts <= upper count
-    total = best_fine.values + pre[1] + (pre[0, -1] - pre[0])
-    n_up = int(torch.argmin(total))
-    n_fine = int(best_fine.indices[n_up])
-    rank = torch.empty(n, dtype=torch.long)
-    rank[order] = torch.arange(n)
-    return ((rank < n_up).long() + (rank < n_fine).long()).view(score.shape)
+def gate_levels(m: LoadedModel, a: Analysis, quality: float) -> torch.Tensor:
+    """The default up to dqc 0.3: the gate ranks regions and the quality fixes the shares, the
+    same for every image (0..50 turns coarse regions medium, 50..100 medium ones fine)."""
+    fine = max(0.0, (quality - 50) / 50)
+    medium = quality / 50 if quality <= 50 else 1.0 - fine
+    return rank_levels(a.score[None], torch.tensor([fine]), torch.tensor([medium]))[0]
 
 
 def code(m: LoadedModel, a, levels: torch.Tensor, img: Image.Image, ref: np.ndarray, metrics: Metrics) -> dict:
@@ -139,43 +154,62 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--qualities", default="10,25,40,55,70,85,95")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
-    ap.add_argument("--rules", default="free,ranked")
+    ap.add_argument("--rules", default="free,ranked", help="free, ranked, or edgeW: ranked by edge_ranking at weight W")
+    ap.add_argument("--alphas", default="1", help="exponents of the image's own error in lambda (1: rdo.multiplier)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--stem", default="allocation", help="name of the result files")
     args = ap.parse_args()
     m, metrics = load_model("dq"), Metrics()
     qualities = [float(q) for q in args.qualities.split(",")]
-    names = args.candidates.split(",")
+    names, alphas = args.candidates.split(","), [float(v) for v in args.alphas.split(",")]
     files = sorted(args.data.glob("*.jpg"))[:: max(1, len(list(args.data.glob("*.jpg"))) // args.images)]
-    rows: list[dict] = []
-    settings = ["gate"]
+    files = files[: args.images]
     t0 = time.time()
-    for f in files[: args.images]:
+    images, costs = [], {}  # costs[name][i]: RegionCosts of image i under measure `name`
+    for f in files:
         img = Image.open(f).convert("RGB")
-        ref = np.asarray(img)
         x, _ = image_to_tensor(img)
         a = analyze(m, x)
         original = (x[0] * 255).round().to(torch.uint8)
         uniform = [torch.full(a.score.shape, lv) for lv in range(NUM_LEVELS)]
         decoded = torch.stack([synthesize(m.vae, lv, a.idx, img.width, img.height, "cpu") for lv in uniform])
+        images.append((f, img, a, edge_error(decoded, original)))
+        for name in names:
+            dist = candidate(name)(decoded, original)
+            costs.setdefault(name, []).append(RegionCosts(dist, region_rate(dist.shape[1:]), img.width * img.height))
+    # lambda = multiplier * (typical / own)^(1 - alpha): alpha 1 scales lambda by the image's own
+    # all-medium error per pixel, alpha 0 gives every image the typical one (geometric mean)
+    typical = {n: math.exp(np.mean([math.log(_reference(c)) for c in costs[n]])) for n in names}
+    rows: list[dict] = []
+    settings = ["gate"]
+    for i, (f, img, a, edge) in enumerate(images):
+        ref = np.asarray(img)
         for q in qualities:
             rows.append({"image": f.name, "setting": "gate", "quality": q,
-                         **code(m, a, levels_for_quality(m, a, q)[0], img, ref, metrics)})  # fmt: skip
+                         **code(m, a, gate_levels(m, a, q), img, ref, metrics)})  # fmt: skip
         for name in names:
-            dist = CANDIDATES[name](decoded, original)
-            costs = RegionCosts(dist, region_rate(dist.shape[1:]), img.width * img.height)
+            c = costs[name][i]
             for rule in args.rules.split(","):
-                setting = name if rule == "free" else f"gate+{name}"
-                for q in qualities:
-                    lam = multiplier(costs, q)
-                    if lam == float("inf"):
-                        levels = torch.zeros(dist.shape[1:], dtype=torch.long)
-                    else:
-                        levels = levels_at(costs, lam) if rule == "free" else ranked_levels(costs, a.score, lam)
-                    rows.append({"image": f.name, "setting": setting, "quality": q,
-                                 **code(m, a, levels, img, ref, metrics)})  # fmt: skip
-                settings.append(setting)
+                for alpha in alphas:
+                    setting = {"free": name, "ranked": f"gate+{name}"}.get(rule, f"gate+{name}+{rule}")
+                    setting += "" if alpha == 1 else f"^{alpha:g}"
+                    ranking = a.score if rule in ("free", "ranked") else edge_ranking(a.score, edge, float(rule[4:]))
+                    for q in qualities:
+                        lam = multiplier(c, q) * (typical[name] / _reference(c)) ** (1 - alpha)
+                        if lam == float("inf"):
+                            levels = torch.zeros(c.distortion.shape[1:], dtype=torch.long)
+                        else:
+                            levels = levels_at(c, lam) if rule == "free" else ranked_levels(c, ranking, lam)
+                        rows.append({"image": f.name, "setting": setting, "quality": q,
+                                     **code(m, a, levels, img, ref, metrics)})  # fmt: skip
+                    settings.append(setting)
         print(f"{f.name}: {time.time() - t0:.0f} s", flush=True)
-    report(rows, list(dict.fromkeys(settings)), qualities, metrics.names, args.out)
+    report(rows, list(dict.fromkeys(settings)), qualities, metrics.names, args.out / args.stem)
+
+
+def _reference(c: RegionCosts) -> float:
+    """The all-medium map's error per pixel."""
+    return float(c.distortion[1].sum()) / c.pixels
 
 
 def report(rows: list[dict], settings: list[str], qualities: list[float], metric_names: list[str], out: Path) -> None:
@@ -199,9 +233,9 @@ def report(rows: list[dict], settings: list[str], qualities: list[float], metric
         cells = " | ".join("-" if v is None else f"{v:+.1f}%" for v in bd.values())
         spread = f"{min(fine):.2f}-{max(fine):.2f} | {min(coarse):.2f}-{max(coarse):.2f}" if mid else "- | -"
         lines.append(f"| {s} | {cells} | {spread} |")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "allocation.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    (out / "allocation.md").write_text("\n".join(lines) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -13,6 +13,7 @@ resampled settings overlap its own-size ones).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 
 LOWER_IS_BETTER = {"lpips"}
 LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA2", "lpips": "LPIPS"}
-ANCHORS = ("vqgan", "jpeg", "webp", "avif", "jxl")
+ANCHORS = ("dq-gate", "vqgan", "jpeg", "webp", "avif", "jxl")
 TESTS = ("dq", "dq-psnr")
 
 
@@ -120,6 +121,16 @@ def main() -> None:
                 j = quality_at_rate(data["jpeg"], e["bpp"], metric)
                 cells.append(f"{e[metric]:.4g} / " + ("JPEG cannot go this low" if j is None else f"{j:.4g}"))
             out(f"| {setting(e)} | {e['bpp']:.4f} | {cells[0]} | {cells[1]} |")
+    shares = share_spread(args.results / "kodak_rd.csv", ("dq", "dq-gate", "dq-psnr"), quality=50.0)
+    if shares:
+        out("")
+        out("Shares of coarse and fine regions across the images at the default quality (q=50, scale 1):")
+        out("")
+        out("| codec | bpp min-max | coarse min / median / max | fine min / median / max |")
+        out("| --- | --- | --- | --- |")
+        for codec, s in shares.items():
+            spread = [" / ".join(f"{v:.2f}" for v in s[k]) for k in ("share_coarse", "share_fine")]
+            out(f"| {codec} | {s['bpp'][0]:.3f}-{s['bpp'][2]:.3f} | {spread[0]} | {spread[1]} |")
     lowest = {c: min(e["bpp"] for e in entries) for c, entries in data.items()}
     out("")
     out("Lowest mean rate per codec: " + ", ".join(f"{c} {b:.4f}" for c, b in lowest.items()))
@@ -127,6 +138,24 @@ def main() -> None:
     print(text)
     (args.results / "kodak_rd.md").write_text(text + "\n")
     plot(data, metrics, args.results / "kodak_rd.png")
+
+
+def share_spread(csv_path: Path, codecs: tuple[str, ...], quality: float) -> dict[str, dict[str, list[float]]]:
+    """Min, median and max over the images of bpp and the coarse and fine shares at a quality."""
+    if not csv_path.exists():
+        return {}
+    with csv_path.open() as fh:
+        rows = [r for r in csv.DictReader(fh) if float(r["quality"]) == quality and float(r.get("scale") or 1) == 1]
+    spread = {}
+    for codec in codecs:
+        sel = [r for r in rows if r["codec"] == codec]
+        if sel:
+            spread[codec] = {
+                k: [float(np.min(v)), float(np.median(v)), float(np.max(v))]
+                for k in ("bpp", "share_coarse", "share_fine")
+                for v in [[float(r[k]) for r in sel]]
+            }
+    return spread
 
 
 def plot(data: dict, metrics: list[str], path: Path) -> None:
@@ -141,7 +170,7 @@ def plot(data: dict, metrics: list[str], path: Path) -> None:
     for ax, metric in zip(np.atleast_1d(axes), metrics):
         for codec, entries in data.items():
             pts = pareto_front(entries, metric)
-            style = "o-" if codec in ("dq", "vqgan", "dq-psnr") else ".-"
+            style = "o-" if codec in ("dq", "vqgan", "dq-psnr") else "x--" if codec == "dq-gate" else ".-"
             ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], style, label=codec, ms=4)
         ax.set_xscale("log")
         ax.set_xlabel("bits per pixel (whole file)")

@@ -263,7 +263,8 @@ TUNE_OPTION = click.option(
     type=click.Choice(["ssim", "psnr"]),
     default="ssim",
     show_default=True,
-    help="granularity by the learned gate (ssim: best MS-SSIM/SSIMULACRA2) or by measured error (psnr)",
+    help="what -q trades bits against: mostly 1 - SSIM along the learned gate's ranking (ssim: best "
+    "MS-SSIM/SSIMULACRA2) or squared error region by region (psnr)",
 )
 SCALE_OPTION = click.option(
     "--scale",
@@ -282,7 +283,15 @@ def main() -> None:
 @main.command()
 @click.argument("srcs", metavar="SRC...", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", help="output .dqc file ('-' = stdout; default: SRC with .dqc)")
-@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
+@click.option(
+    "-q",
+    "--quality",
+    type=click.FloatRange(0, 100),
+    default=50.0,
+    show_default=True,
+    help="rate-distortion trade-off: higher spends more bits; each image's share of coarse, medium and "
+    "fine regions follows from its content",
+)
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @TUNE_OPTION
@@ -430,7 +439,15 @@ def _init_worker() -> None:
 @main.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
-@click.option("-q", "--quality", type=click.FloatRange(0, 100), default=50.0, show_default=True)
+@click.option(
+    "-q",
+    "--quality",
+    type=click.FloatRange(0, 100),
+    default=50.0,
+    show_default=True,
+    help="rate-distortion trade-off: higher spends more bits; each image's share of coarse, medium and "
+    "fine regions follows from its content",
+)
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC instead")
 @click.option(

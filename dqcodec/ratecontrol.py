@@ -1,9 +1,12 @@
 """The encoder's choices, which the decoder never needs: the granularity map for a quality or a
 target rate, and the picture's scale (resampled coding).
 
-`-q` picks the map: with tune "ssim" the DGC gate ranks regions and the quality sets the shares
-of coarse, medium and fine regions; with tune "psnr" each region gets the level of least squared
-error + lambda * bits (`rdo`). `--bpp` finds the quality (and the scale band) whose file stays
+`-q` sets a Lagrangian trade-off (`rdo`): the encoder decodes the image at each level, measures
+every region's distortion there, and the counts of coarse, medium and fine regions follow from
+least distortion + lambda * bits, so they follow the image's content. With tune "ssim" (default)
+the measure is mostly 1 - SSIM and the DGC gate's ranking decides which regions get the finer
+levels; with tune "psnr" the measure is squared error and every region takes its own least
+cost. `--bpp` finds the quality (and the scale band) whose file stays
 at the target: a per-image rate model proposes it, and the integer prior counts its bits exactly.
 """
 
@@ -19,15 +22,24 @@ from dqcodec.bitstream import Tile
 from dqcodec.coding import encode_tiles, tile_grid
 from dqcodec.errors import DQCError
 from dqcodec.loading import LoadedModel
-from dqcodec.models.dqvae import NUM_LEVELS, rank_levels
-from dqcodec.rdo import REGION_BITS, RegionCosts, choose_levels, region_distortion, region_rate
+from dqcodec.models.dqvae import NUM_LEVELS
+from dqcodec.rdo import (
+    PSNR_SCALE,
+    REGION_BITS,
+    STRUCTURAL_SCALE,
+    RegionCosts,
+    choose_levels,
+    region_distortion,
+    region_rate,
+    structural_distortion,
+)
 from dqcodec.tokens import Schedule
 from dqcodec.transform import encode_tiled, pad16, resample_picture, synthesize
 
 DEFAULT_QUALITY = 50
 # How the encoder chooses the granularity map (the decoder does not care):
-#   "ssim": the DGC gate ranks regions, quality sets the shares (best MS-SSIM and SSIMULACRA2)
-#   "psnr": per region, least squared error + lambda * bits (see rdo; best PSNR)
+#   "ssim": the gate's ranking, counts by least structural distortion + lambda * bits (best MS-SSIM and SSIMULACRA2)
+#   "psnr": per region, least squared error + lambda * bits (best PSNR)
 TUNES = ("ssim", "psnr")
 DEFAULT_TUNE = "ssim"
 # The coded picture may be resampled (RSMP chunk): below 1 for rates under all-coarse, above 1
@@ -47,19 +59,9 @@ def check_quality(quality: float) -> None:
         raise DQCError(f"quality must be between 0 and 100, got {quality}")
 
 
-def quality_to_shares(quality: float, fixed_grid: bool = False) -> tuple[float, float]:
-    """Quality 0..100 -> (share of fine regions, share of medium regions).
-
-    The fixed-grid baseline has three settings: all coarse (< 34), all medium (< 67), all fine.
-    With tune "ssim" (regions ranked by the DGC gate), 0..50 turns coarse regions into medium
-    ones and 50..100 medium into fine.
-    """
-    if fixed_grid:
-        return (0.0, 0.0) if quality < 34 else (0.0, 1.0) if quality < 67 else (1.0, 0.0)
-    if quality <= 50:
-        return 0.0, quality / 50
-    fine = (quality - 50) / 50
-    return fine, 1.0 - fine
+def fixed_grid_level(quality: float) -> int:
+    """The fixed-grid baseline's three settings: all coarse (< 34), all medium (< 67), all fine."""
+    return 0 if quality < 34 else 1 if quality < 67 else 2
 
 
 @dataclass(frozen=True)
@@ -68,44 +70,44 @@ class Analysis:
 
     score: torch.Tensor  # (h, w) DGC gate scores
     idx: tuple[torch.Tensor, ...]  # code indices of every level, everywhere
-    costs: RegionCosts | None = None  # distortion and rate of every region at every level (tune "psnr")
+    costs: RegionCosts | None = None  # distortion and rate of every region at every level (not for a fixed grid)
+    tune: str = DEFAULT_TUNE
 
 
 @torch.no_grad()
 def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DEFAULT_TUNE) -> Analysis:
-    """Run the DQ-VAE encoder once; for tune "psnr" also decode the image at each level to
-    measure every region's distortion there. x (1, 3, H, W) in [0, 1]."""
+    """Run the DQ-VAE encoder once, then decode the image at each level to measure every
+    region's distortion there by the tune's measure. x (1, 3, H, W) in [0, 1]."""
     if tune not in TUNES:
         raise DQCError(f"unknown tune {tune!r}; available: {', '.join(TUNES)}")
     vae = m.vae.to(device)
     latents, score = encode_tiled(vae, pad16(x).to(device) * 2 - 1)
     idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
     costs = None
-    if tune == "psnr" and not m.fixed_grid:
+    if not m.fixed_grid:
         h, w = x.shape[-2:]
-        original = (x[0] * 255).round().to(torch.uint8)
+        original = (x[0] * 255).round().to(torch.uint8).cpu()
         uniform = [torch.full(score.shape[1:], lv) for lv in range(NUM_LEVELS)]
         decoded = torch.stack([synthesize(m.vae, lv, idx, w, h, device) for lv in uniform])
-        distortion = region_distortion(decoded, original)
+        measure = region_distortion if tune == "psnr" else structural_distortion
+        distortion = measure(decoded, original)
         costs = RegionCosts(distortion, region_rate(distortion.shape[1:]), h * w)
-    return Analysis(score[0].float().cpu(), idx, costs)
+    return Analysis(score[0].float().cpu(), idx, costs, tune)
 
 
 def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[torch.Tensor, int, int]:
     """Granularity map for a quality, and its shares as stored in the header (1/65535 units).
 
-    With region distortions measured (tune "psnr") the map minimises distortion + lambda * rate
-    per region; otherwise regions are ranked by the gate at the shares of `quality_to_shares`.
+    The fixed-grid baseline codes every region at one level; otherwise `rdo.choose_levels` with
+    the tune's measure, quality scale and (tune "ssim") the gate's ranking.
     """
     check_quality(quality)
-    if m.fixed_grid:
-        share_fine, share_medium = quality_to_shares(quality, fixed_grid=True)
-        levels = torch.full(a.score.shape, 2 if share_fine else 1 if share_medium else 0, dtype=torch.long)
-    elif a.costs is not None:
-        levels = choose_levels(a.costs, quality)
+    if a.costs is None:
+        levels = torch.full(a.score.shape, fixed_grid_level(quality), dtype=torch.long)
+    elif a.tune == "psnr":
+        levels = choose_levels(a.costs, quality, PSNR_SCALE)
     else:
-        shares = (torch.tensor([s]) for s in quality_to_shares(quality))
-        levels = rank_levels(a.score[None], *shares)[0]
+        levels = choose_levels(a.costs, quality, STRUCTURAL_SCALE, ranking=a.score)
     return levels, *header_shares(levels)
 
 

@@ -2,15 +2,17 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import dqcodec
 from dqcodec import DQCError, rdo
 from dqcodec.codec import decode_tokens, image_to_tensor
 from dqcodec.loading import load_model
 from dqcodec.models.dqvae import rank_levels
-from dqcodec.ratecontrol import analyze, levels_for_quality
+from dqcodec.ratecontrol import analyze, levels_for_quality, model_bits
 from tests.conftest import synthetic_image
 
 
@@ -26,10 +28,11 @@ def test_region_rate_is_the_constant_per_level() -> None:
     assert r[:, 1, 2].tolist() == list(rdo.REGION_BITS)
 
 
-def test_slope_falls_with_quality() -> None:
-    slopes = [rdo.psnr_slope(q) for q in (0, 10, 50, 90, 100)]
+@pytest.mark.parametrize("scale", [rdo.PSNR_SCALE, rdo.STRUCTURAL_SCALE])
+def test_slope_falls_with_quality(scale: rdo.QualityScale) -> None:
+    slopes = [scale.slope(q) for q in (0, 10, 50, 90, 100)]
     assert math.isinf(slopes[0]) and slopes[-1] == 0
-    assert slopes[1] > slopes[2] == rdo.SLOPE_MID > slopes[3] > slopes[4]
+    assert slopes[1] > slopes[2] == scale.mid > slopes[3] > slopes[4]
 
 
 def test_region_distortion_sums_squared_error_per_region_ignoring_padding() -> None:
@@ -88,7 +91,7 @@ def test_tune_psnr_codes_the_rd_map() -> None:
     img = synthetic_image(160, 128, seed=7)
     m = load_model()
     x = image_to_tensor(img)[0]
-    assert analyze(m, x).costs is None  # the default tune does not measure
+    assert analyze(m, x).costs is not None  # every tune measures
     rd_map = levels_for_quality(m, analyze(m, x, tune="psnr"), 60)[0]
     gate_map = levels_for_quality(m, analyze(m, x), 60)[0]
     assert not torch.equal(rd_map, gate_map)
@@ -97,3 +100,48 @@ def test_tune_psnr_codes_the_rd_map() -> None:
         assert torch.equal(tokens.levels[0], expected)
     with pytest.raises(DQCError, match="unknown tune"):
         dqcodec.encode(img, tune="vmaf")
+
+
+def test_ranked_levels_keep_the_ranking_at_the_counts_of_least_cost() -> None:
+    gen = torch.Generator().manual_seed(5)
+    d = torch.rand(3, 4, 6, generator=gen, dtype=torch.float64).sort(0, descending=True).values * 1e4
+    c = rdo.RegionCosts(d, rdo.region_rate((4, 6)), 24 * 256)
+    score = torch.rand(4, 6, generator=gen)
+    lam = 60.0
+    levels = rdo.ranked_levels(c, score, lam)
+    for finer in (1, 2):  # every region at a finer level outranks every region below it
+        if (levels >= finer).any() and (levels < finer).any():
+            assert score[levels >= finer].min() > score[levels < finer].max()
+    cost = lambda lv: (d + lam * c.rate).gather(0, lv[None]).sum().item()  # noqa: E731
+    n = score.numel()
+    best = min(
+        cost(rank_levels(score[None], torch.tensor([fine / n]), torch.tensor([(up - fine) / n]))[0])
+        for up in range(n + 1)
+        for fine in range(up + 1)
+    )
+    assert cost(levels) == pytest.approx(best)
+    assert len(set(levels.flatten().tolist())) > 1  # a mixed map, so the check says something
+
+
+def test_default_tune_shares_follow_the_content() -> None:
+    m = load_model()
+    busy = synthetic_image(192, 128, seed=11)
+    half = np.asarray(busy).copy()
+    half[:, :96] = 120  # the left half flat
+    coarse = {}
+    for name, img in (("busy", busy), ("half", Image.fromarray(half))):
+        levels = levels_for_quality(m, analyze(m, image_to_tensor(img)[0]), 50)[0]
+        coarse[name] = levels == 0
+    assert coarse["half"][:, :6].all()  # the flat regions are coarse
+    assert coarse["half"][:, 6:].float().mean() < 1
+    assert coarse["half"].float().mean() > coarse["busy"].float().mean() + 0.2  # shares differ by image
+
+
+def test_more_quality_never_fewer_bits() -> None:
+    img = synthetic_image(160, 128, seed=2)
+    m = load_model()
+    for tune in ("ssim", "psnr"):
+        a = analyze(m, image_to_tensor(img)[0], tune=tune)
+        bits = [model_bits(levels_for_quality(m, a, q)[0]) for q in range(0, 101, 5)]
+        assert bits == sorted(bits), tune
+        assert bits[0] < bits[-1]
