@@ -130,7 +130,7 @@ def candidate(name: str) -> Distortion:
 
 
 def gate_levels(m: LoadedModel, a: Analysis, quality: float) -> torch.Tensor:
-    """The default up to dqc 0.3: the gate ranks regions and the quality fixes the shares, the
+    """The default up to dqc 0.2: the gate ranks regions and the quality fixes the shares, the
     same for every image (0..50 turns coarse regions medium, 50..100 medium ones fine)."""
     fine = max(0.0, (quality - 50) / 50)
     medium = quality / 50 if quality <= 50 else 1.0 - fine
