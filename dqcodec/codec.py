@@ -105,11 +105,11 @@ def encode(
     h, w = x.shape[-2:]
     if target_bpp is None:
         coded = coded_size(w, h, scale or 1.0)
-        a, tiles = analyze(m, resample_picture(x, *coded), device, tune), None
+        a = analyze(m, resample_picture(x, *coded), device, tune)
     else:
         coded, a, fit = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
-        quality, tiles = fit.quality, fit.tiles
-    levels = levels_for_quality(m, a, quality)[0]
+    levels = levels_for_quality(m, a, quality)[0] if target_bpp is None else fit.levels
+    tiles = None if target_bpp is None else fit.tiles
     return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles)
 
 

@@ -126,7 +126,8 @@ RATE_CLOSE = 0.97  # a proposal whose file is within 3% under the target is take
 class RateFit:
     """A quality rate control settled on, and its file as coded."""
 
-    quality: float
+    quality: float  # the highest quality at or under the target (the map may lie between it and the next)
+    levels: torch.Tensor  # the granularity map coded
     tiles: list[Tile]  # range-coded: the file's TILE chunks
     bits: float  # of the whole file
 
@@ -134,6 +135,17 @@ class RateFit:
 def model_bits(levels: torch.Tensor) -> float:
     """Bits of a granularity map's tokens by the mean bits of a region at its level (REGION_BITS)."""
     return float(torch.tensor(REGION_BITS, dtype=torch.float64)[levels].sum())
+
+
+def blend(low: torch.Tensor, high: torch.Tensor, score: torch.Tensor, count: int) -> torch.Tensor:
+    """The map `low` with `count` of the regions where `high` differs set to high's level, the
+    gate's highest scores first."""
+    flat_low, flat_high = low.flatten(), high.flatten()
+    changed = torch.nonzero(flat_low != flat_high)[:, 0]
+    order = changed[torch.argsort(score.flatten()[changed], descending=True, stable=True)][:count]
+    out = flat_low.clone()
+    out[order] = flat_high[order]
+    return out.view_as(low)
 
 
 def highest(fits: Callable[[float], bool], lo: float, hi: float, steps: int) -> float:
@@ -155,17 +167,20 @@ def quality_for_bpp(
     at its level, REGION_BITS) + c, with k = 1 and c the container's bits at first, then fitted
     to the files coded so far (the last two, as a line). Each proposal is coded for real, so the
     one taken is the file written. The first within 3% under the target is taken; after
-    RATE_CHECKS proposals, a bisection between the best under the target and the least over it."""
+    RATE_CHECKS proposals, the maps of the best under the target and the least over it are
+    blended (`fill_gap`)."""
     fixed = FILE_BITS + extra_bits
     budget = target * pixels
     coded: dict[float, tuple[float, RateFit]] = {}  # quality -> (model bits, file)
 
+    def code_map(q: float, levels: torch.Tensor) -> RateFit:
+        tiles = encode_tiles(m.prior, levels, a.idx, schedule)
+        return RateFit(q, levels, tiles, sum(8 * len(t.data) + TILE_FRAMING_BITS for t in tiles) + fixed)
+
     def code(q: float) -> RateFit:
         if q not in coded:
             levels = levels_for_quality(m, a, q)[0]
-            tiles = encode_tiles(m.prior, levels, a.idx, schedule)
-            bits = sum(8 * len(t.data) + TILE_FRAMING_BITS for t in tiles) + fixed
-            coded[q] = (model_bits(levels), RateFit(q, tiles, bits))
+            coded[q] = (model_bits(levels), code_map(q, levels))
         return coded[q][1]
 
     def fits(q: float) -> bool:
@@ -199,7 +214,47 @@ def quality_for_bpp(
         return code(0.0)
     lo = max(under, default=0.0)
     hi = min((q for q in coded if q > lo and not fits(q)), default=100.0)
-    return code(highest(fits, lo, hi, 3))
+    if fits(hi):  # quality 100 fits
+        return code(hi)
+    return fill_gap(code(lo), code(hi), a.score, budget, aim, code_map)
+
+
+def fill_gap(
+    low: RateFit,
+    high: RateFit,
+    score: torch.Tensor,
+    budget: float,
+    aim: float,
+    code_map: Callable[[float, torch.Tensor], RateFit],
+) -> RateFit:
+    """Between a quality under the target and one over it (the Lagrangian reaches only the convex
+    hull of an image's rate-distortion points, so one step of quality may jump far), blend their
+    maps region by region (`blend`) and take the highest blend found under the target: first the
+    count the model bits along the blend propose, then bisection; RATE_CHECKS codings at most, and
+    the first within RATE_CLOSE of the target is taken."""
+    if low.bits >= RATE_CLOSE * budget:
+        return low
+    differs = low.levels.flatten() != high.levels.flatten()
+    changed = int(differs.sum())
+    bits = torch.tensor(REGION_BITS, dtype=torch.float64)
+    delta = (bits[high.levels.flatten()] - bits[low.levels.flatten()])[differs]
+    cumulative = delta[torch.argsort(score.flatten()[differs], descending=True, stable=True)].cumsum(0)
+    wanted = (aim - low.bits) / max(1.0, high.bits - low.bits) * float(cumulative[-1]) if changed else 0.0
+    proposal: int | None = int(torch.searchsorted(cumulative, torch.tensor([wanted], dtype=torch.float64))[0])
+    lo, hi, best = 0, changed, low
+    for _ in range(RATE_CHECKS):
+        if hi - lo <= 1:
+            break
+        count = proposal if proposal is not None and lo < proposal < hi else (lo + hi) // 2
+        proposal = None
+        fit = code_map(low.quality, blend(low.levels, high.levels, score, count))
+        if fit.bits <= budget:
+            lo, best = count, fit
+            if fit.bits >= RATE_CLOSE * budget:
+                break
+        else:
+            hi = count
+    return best
 
 
 def scales_for_bpp(target_bpp: float) -> list[float]:

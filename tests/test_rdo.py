@@ -145,3 +145,15 @@ def test_more_quality_never_fewer_bits() -> None:
         bits = [model_bits(levels_for_quality(m, a, q)[0]) for q in range(0, 101, 5)]
         assert bits == sorted(bits), tune
         assert bits[0] < bits[-1]
+
+
+def test_blend_moves_the_highest_scoring_differing_regions_first() -> None:
+    from dqcodec.ratecontrol import blend
+
+    low = torch.tensor([[0, 1, 1, 0]])
+    high = torch.tensor([[2, 1, 2, 1]])
+    score = torch.tensor([[0.1, 9.0, 0.5, 0.3]])
+    assert torch.equal(blend(low, high, score, 0), low)
+    assert blend(low, high, score, 1).tolist() == [[0, 1, 2, 0]]  # region 2 scores highest of those that differ
+    assert blend(low, high, score, 2).tolist() == [[0, 1, 2, 1]]
+    assert torch.equal(blend(low, high, score, 3), high)
