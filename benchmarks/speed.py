@@ -1,7 +1,7 @@
 """Encode/decode speed and peak memory on Kodak: dqc, dqc at a baseline commit (side by side),
 and Pillow's JPEG, WebP, AVIF and JPEG XL, on this CPU.
 
-    python -m benchmarks.speed [--images 6] [--baseline 11c1e41]
+    python -m benchmarks.speed [--images 6] [--baseline 11c1e41] [--only 'dq q=50,dq --bpp 0.1'] [--stem speed]
 
 Each codec setting runs in a fresh subprocess (so its peak RSS is its own, model loading
 included); times are per image, after one warm-up image, wall clock on all cores, plus the
@@ -27,10 +27,13 @@ from pathlib import Path
 from PIL import Image
 codec, quality, scale, files = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 from benchmarks.codecs import LEARNED, pillow_encode
-if codec in LEARNED:
+if codec.removesuffix("-bpp") in LEARNED:
     import dqcodec
-    model, tune = LEARNED[codec]
-    enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune, scale=scale)
+    model, tune = LEARNED[codec.removesuffix("-bpp")]
+    if codec.endswith("-bpp"):  # the setting's number is a target rate
+        enc = lambda im: dqcodec.encode(im, target_bpp=quality, model=model, tune=tune)
+    else:
+        enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune, scale=scale)
     dec = lambda b: dqcodec.decode(b, model=model)
 else:
     enc = lambda im: pillow_encode(im, codec, int(quality))
@@ -48,7 +51,7 @@ print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
 """
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = [  # codec, quality, scale (dqc's --scale)
+SETTINGS = [  # codec, quality (a target bpp for "-bpp"), scale (dqc's --scale)
     ("jpeg", 50, 1),
     ("webp", 20, 1),
     ("avif", 20, 1),
@@ -58,6 +61,9 @@ SETTINGS = [  # codec, quality, scale (dqc's --scale)
     ("dq", 50, 1),
     ("dq", 100, 1),
     ("dq", 100, 1.5),
+    ("dq-bpp", 0.05, 1),
+    ("dq-bpp", 0.1, 1),
+    ("dq-bpp", 0.2, 1),
     ("dq-psnr", 50, 1),
     ("vqgan", 50, 1),
 ]
@@ -65,6 +71,8 @@ BASELINE_SETTINGS = {("dq", 0, 1), ("dq", 50, 1), ("dq", 100, 1)}
 
 
 def name(codec: str, quality: float, scale: float) -> str:
+    if codec.endswith("-bpp"):
+        return f"{codec.removesuffix('-bpp')} --bpp {quality}"
     return f"{codec} q={quality}" + ("" if scale == 1 else f" scale {scale}")
 
 
@@ -89,7 +97,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--baseline", default="11c1e41", help="a commit to time side by side ('' for none)")
+    ap.add_argument("--only", default="", help="comma-separated setting names, e.g. 'dq q=50,dq --bpp 0.1'")
+    ap.add_argument("--stem", default="speed", help="name of the result file")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
     files = [str(p.resolve()) for p in sorted(args.kodak.glob("kodim*.png"))[: args.images]]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,23 +109,26 @@ def main() -> None:
             subprocess.run(["git", "worktree", "add", "--detach", str(base_root), args.baseline], cwd=REPO, check=True)
         try:
             for codec, q, scale in SETTINGS:
+                if only and name(codec, q, scale) not in only:
+                    continue
                 results[name(codec, q, scale)] = run(codec, q, scale, files, REPO)
                 if args.baseline and (codec, q, scale) in BASELINE_SETTINGS:
                     results[name(codec, q, scale) + f" ({args.baseline})"] = run(codec, q, scale, files, base_root)
         finally:
             if args.baseline:
                 subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=REPO, check=True)
-    base = results["jpeg q=50"]
+    base = results.get("jpeg q=50")
     print("| codec | bpp | encode s | decode s | encode CPU s | decode CPU s | x JPEG decode | peak RSS MB |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for label, e in results.items():
+        x_jpeg = f"{e['decode_s'] / base['decode_s']:.0f}" if base else "-"
         print(
             f"| {label} | {e['bpp']:.4f} | {e['encode_s']:.3f} | {e['decode_s']:.3f} | {e['encode_cpu_s']:.2f} | "
-            f"{e['decode_cpu_s']:.2f} | {e['decode_s'] / base['decode_s']:.0f} | {e['peak_rss_mb']:.0f} |"
+            f"{e['decode_cpu_s']:.2f} | {x_jpeg} | {e['peak_rss_mb']:.0f} |"
         )
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "images": len(files), "baseline": args.baseline}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (args.out / f"{args.stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
 
 if __name__ == "__main__":
