@@ -53,8 +53,8 @@ from benchmarks.kodak_rd import Metrics
 from benchmarks.report import bd_rate
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import LoadedModel, load_model
-from dqcodec.models.dqvae import NUM_LEVELS, rank_levels
-from dqcodec.ratecontrol import Analysis, analyze
+from dqcodec.models.dqvae import rank_levels
+from dqcodec.ratecontrol import Analysis, analyze, decode_every_level
 from dqcodec.rdo import (
     RegionCosts,
     levels_at,
@@ -64,6 +64,7 @@ from dqcodec.rdo import (
     region_rate,
     region_sums,
     ssim_distortion,
+    structural_distortion,
 )
 from dqcodec.transform import synthesize
 
@@ -106,10 +107,8 @@ def edge_ranking(score: torch.Tensor, edge: torch.Tensor, weight: float) -> torc
     return z(score.double()) + weight * z(edge[0] - edge[2])
 
 
-def mse_ssim(decoded: torch.Tensor, original: torch.Tensor, weight: float = 0.5) -> torch.Tensor:
-    """`weight` of mse and 1 - weight of ssim, each normalised by its all-medium total."""
-    a, b = region_distortion(decoded, original), ssim_distortion(decoded, original)
-    return weight * a / a[1].sum() + (1 - weight) * b / b[1].sum()
+def mse_ssim(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
+    return structural_distortion(decoded, original, 0.5)
 
 
 CANDIDATES: dict[str, Distortion] = {
@@ -125,7 +124,7 @@ def candidate(name: str) -> Distortion:
     """A measure by name; "mse_ssim@w" weighs mse by w and ssim by 1 - w."""
     if "@" in name:
         base, weight = name.split("@")
-        return lambda decoded, original: mse_ssim(decoded, original, float(weight))
+        return lambda decoded, original: structural_distortion(decoded, original, float(weight))
     return CANDIDATES[name]
 
 
@@ -171,8 +170,7 @@ def main() -> None:
         x, _ = image_to_tensor(img)
         a = analyze(m, x)
         original = (x[0] * 255).round().to(torch.uint8)
-        uniform = [torch.full(a.score.shape, lv) for lv in range(NUM_LEVELS)]
-        decoded = torch.stack([synthesize(m.vae, lv, a.idx, img.width, img.height, "cpu") for lv in uniform])
+        decoded = decode_every_level(m, a.idx, img.width, img.height)
         images.append((f, img, a, edge_error(decoded, original)))
         for name in names:
             dist = candidate(name)(decoded, original)

@@ -26,7 +26,7 @@ from benchmarks.allocation import edge_error, edge_ranking, gate_levels
 from benchmarks.codecs import pillow_encode
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import LoadedModel, load_model
-from dqcodec.ratecontrol import Analysis, analyze, levels_for_quality
+from dqcodec.ratecontrol import Analysis, analyze, decode_every_level, highest, levels_for_quality
 from dqcodec.rdo import STRUCTURAL_SCALE, choose_levels
 from dqcodec.transform import synthesize
 
@@ -53,9 +53,7 @@ def edge_levels(edge: torch.Tensor) -> Levels:
 
 def dqc_settings(m: LoadedModel, a: Analysis, img: Image.Image) -> dict[str, Levels]:
     original = (image_to_tensor(img)[0][0] * 255).round().to(torch.uint8)
-    decoded = torch.stack(
-        [synthesize(m.vae, torch.full(a.score.shape, lv), a.idx, img.width, img.height, "cpu") for lv in range(3)]
-    )
+    decoded = decode_every_level(m, a.idx, img.width, img.height)
     return {
         "dqc before": gate_levels,
         "dqc now": lambda m, a, q: levels_for_quality(m, a, q)[0],
@@ -69,10 +67,7 @@ def dqc_at_rate(m: LoadedModel, a: Analysis, img: Image.Image, budget: int, leve
     def size(q: float) -> int:
         return len(write_tokens(m, levels(m, a, q), a.idx, img.width, img.height))
 
-    lo, hi = 0.0, 100.0
-    for _ in range(7):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if size(mid) <= budget else (lo, mid)
+    lo = highest(lambda q: size(q) <= budget, 0.0, 100.0, 7)
     pic = synthesize(m.vae, levels(m, a, lo), a.idx, img.width, img.height, "cpu").permute(1, 2, 0).numpy()
     return size(lo), pic
 

@@ -258,6 +258,15 @@ def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
     _write_output(map_path, buf.getvalue())
 
 
+QUALITY_OPTION = click.option(
+    "-q",
+    "--quality",
+    type=click.FloatRange(0, 100),
+    default=50.0,
+    show_default=True,
+    help="rate-distortion trade-off: higher spends more bits; each image's share of coarse, medium and "
+    "fine regions follows from its content",
+)
 TUNE_OPTION = click.option(
     "--tune",
     type=click.Choice(["ssim", "psnr"]),
@@ -283,15 +292,7 @@ def main() -> None:
 @main.command()
 @click.argument("srcs", metavar="SRC...", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", help="output .dqc file ('-' = stdout; default: SRC with .dqc)")
-@click.option(
-    "-q",
-    "--quality",
-    type=click.FloatRange(0, 100),
-    default=50.0,
-    show_default=True,
-    help="rate-distortion trade-off: higher spends more bits; each image's share of coarse, medium and "
-    "fine regions follows from its content",
-)
+@QUALITY_OPTION
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @TUNE_OPTION
@@ -439,15 +440,7 @@ def _init_worker() -> None:
 @main.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "-q",
-    "--quality",
-    type=click.FloatRange(0, 100),
-    default=50.0,
-    show_default=True,
-    help="rate-distortion trade-off: higher spends more bits; each image's share of coarse, medium and "
-    "fine regions follows from its content",
-)
+@QUALITY_OPTION
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC instead")
 @click.option(

@@ -106,10 +106,10 @@ def encode(
     if target_bpp is None:
         coded = coded_size(w, h, scale or 1.0)
         a = analyze(m, resample_picture(x, *coded), device, tune)
+        levels, tiles = levels_for_quality(m, a, quality)[0], None
     else:
         coded, a, fit = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
-    levels = levels_for_quality(m, a, quality)[0] if target_bpp is None else fit.levels
-    tiles = None if target_bpp is None else fit.tiles
+        levels, tiles = fit.levels, fit.tiles
     return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles)
 
 

@@ -6,8 +6,8 @@ every region's distortion there, and the counts of coarse, medium and fine regio
 least distortion + lambda * bits, so they follow the image's content. With tune "ssim" (default)
 the measure is mostly 1 - SSIM and the DGC gate's ranking decides which regions get the finer
 levels; with tune "psnr" the measure is squared error and every region takes its own least
-cost. `--bpp` finds the quality (and the scale band) whose file stays
-at the target: a per-image rate model proposes it, and the integer prior counts its bits exactly.
+cost. `--bpp` finds the quality (and the scale band) whose file stays at the target: a
+per-image rate model proposes it, and the integer prior counts its bits exactly.
 """
 
 from __future__ import annotations
@@ -87,12 +87,20 @@ def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DE
     if not m.fixed_grid:
         h, w = x.shape[-2:]
         original = (x[0] * 255).round().to(torch.uint8).cpu()
-        uniform = [torch.full(score.shape[1:], lv) for lv in range(NUM_LEVELS)]
-        decoded = torch.stack([synthesize(m.vae, lv, idx, w, h, device) for lv in uniform])
+        decoded = decode_every_level(m, idx, w, h, device)
         measure = region_distortion if tune == "psnr" else structural_distortion
         distortion = measure(decoded, original)
         costs = RegionCosts(distortion, region_rate(distortion.shape[1:]), h * w)
     return Analysis(score[0].float().cpu(), idx, costs, tune)
+
+
+def decode_every_level(
+    m: LoadedModel, idx: tuple[torch.Tensor, ...], width: int, height: int, device: str = "cpu"
+) -> torch.Tensor:
+    """(L, 3, H, W) uint8: the picture decoded with every region at each level in turn."""
+    shape = idx[0].shape[-2:]  # the coarse codes: one per region
+    uniform = [torch.full(shape, lv) for lv in range(NUM_LEVELS)]
+    return torch.stack([synthesize(m.vae, lv, idx, width, height, device) for lv in uniform])
 
 
 def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[torch.Tensor, int, int]:
@@ -137,14 +145,17 @@ def model_bits(levels: torch.Tensor) -> float:
     return float(torch.tensor(REGION_BITS, dtype=torch.float64)[levels].sum())
 
 
+def blend_order(low: torch.Tensor, high: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+    """Flat indices of the regions where the maps differ, the gate's highest scores first."""
+    changed = torch.nonzero(low.flatten() != high.flatten())[:, 0]
+    return changed[torch.argsort(score.flatten()[changed], descending=True, stable=True)]
+
+
 def blend(low: torch.Tensor, high: torch.Tensor, score: torch.Tensor, count: int) -> torch.Tensor:
-    """The map `low` with `count` of the regions where `high` differs set to high's level, the
-    gate's highest scores first."""
-    flat_low, flat_high = low.flatten(), high.flatten()
-    changed = torch.nonzero(flat_low != flat_high)[:, 0]
-    order = changed[torch.argsort(score.flatten()[changed], descending=True, stable=True)][:count]
-    out = flat_low.clone()
-    out[order] = flat_high[order]
+    """The map `low` with the first `count` regions of `blend_order` set to high's level."""
+    order = blend_order(low, high, score)[:count]
+    out = low.flatten().clone()
+    out[order] = high.flatten()[order]
     return out.view_as(low)
 
 
@@ -234,11 +245,10 @@ def fill_gap(
     the first within RATE_CLOSE of the target is taken."""
     if low.bits >= RATE_CLOSE * budget:
         return low
-    differs = low.levels.flatten() != high.levels.flatten()
-    changed = int(differs.sum())
+    order = blend_order(low.levels, high.levels, score)
+    changed = len(order)
     bits = torch.tensor(REGION_BITS, dtype=torch.float64)
-    delta = (bits[high.levels.flatten()] - bits[low.levels.flatten()])[differs]
-    cumulative = delta[torch.argsort(score.flatten()[differs], descending=True, stable=True)].cumsum(0)
+    cumulative = (bits[high.levels.flatten()[order]] - bits[low.levels.flatten()[order]]).cumsum(0)
     wanted = (aim - low.bits) / max(1.0, high.bits - low.bits) * float(cumulative[-1]) if changed else 0.0
     proposal: int | None = int(torch.searchsorted(cumulative, torch.tensor([wanted], dtype=torch.float64))[0])
     lo, hi, best = 0, changed, low

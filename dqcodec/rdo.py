@@ -118,11 +118,13 @@ def ssim_distortion(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tens
     return region_sums(F.interpolate(1 - ssim, size=x.shape[-2:], mode="nearest")) * 255.0**2
 
 
-def structural_distortion(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """The default tune's measure: MSE_WEIGHT of squared error and the rest of 1 - SSIM, each
+def structural_distortion(
+    decoded: torch.Tensor, original: torch.Tensor, mse_weight: float = MSE_WEIGHT
+) -> torch.Tensor:
+    """The default tune's measure: `mse_weight` of squared error and the rest of 1 - SSIM, each
     relative to its total at the all-medium map (so the mix does not depend on their units)."""
     a, b = region_distortion(decoded, original), ssim_distortion(decoded, original)
-    return MSE_WEIGHT * a / a[MEDIUM].sum().clamp(min=1e-9) + (1 - MSE_WEIGHT) * b / b[MEDIUM].sum().clamp(min=1e-9)
+    return mse_weight * a / a[MEDIUM].sum().clamp(min=1e-9) + (1 - mse_weight) * b / b[MEDIUM].sum().clamp(min=1e-9)
 
 
 def levels_at(costs: RegionCosts, lam: float) -> torch.Tensor:
