@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,6 +174,7 @@ class EncodeSettings:
     model: str | None  # None: the default model (encoding), the file's (decoding)
     tune: str
     scale: float | None = None
+    target: str | None = None  # a quality target, e.g. "psnr=30"
 
 
 def encode_file(
@@ -185,24 +187,31 @@ def encode_file(
     allow_large: bool,
 ) -> tuple[bytes, tuple[int, int]]:
     import dqcodec
+    from dqcodec.errors import DQCWarning
     from dqcodec.shipped import DEFAULT_MODEL
 
     _check_output(out, overwrite)
     img = open_image(src, allow_large)
     exif = img.getexif()
-    data = dqcodec.encode(
-        img,
-        quality=settings.quality,
-        target_bpp=settings.target_bpp,
-        model=settings.model or DEFAULT_MODEL,
-        tune=settings.tune,
-        scale=settings.scale,
-        icc_profile=img.info.get("icc_profile"),
-        exif=exif.tobytes() if len(exif) else None,
-        xmp=_xmp_of(img),
-        workers=threads,
-        device=device,
-    )
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", DQCWarning)
+        data = dqcodec.encode(
+            img,
+            quality=settings.quality,
+            target_bpp=settings.target_bpp,
+            model=settings.model or DEFAULT_MODEL,
+            tune=settings.tune,
+            scale=settings.scale,
+            target=settings.target,
+            icc_profile=img.info.get("icc_profile"),
+            exif=exif.tobytes() if len(exif) else None,
+            xmp=_xmp_of(img),
+            workers=threads,
+            device=device,
+        )
+    for note in notes:
+        if issubclass(note.category, DQCWarning):
+            click.echo(f"dqc: note: {src}: {note.message}", err=True)
     _write_output(out, data)
     return data, img.size
 
@@ -275,6 +284,27 @@ TUNE_OPTION = click.option(
     help="what -q trades bits against: mostly 1 - SSIM along the learned gate's ranking (ssim: best "
     "MS-SSIM/SSIMULACRA2) or squared error region by region (psnr)",
 )
+
+
+def _check_target(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from dqcodec.errors import DQCError
+    from dqcodec.qualitytarget import parse_target
+
+    if value is None:
+        return None
+    try:
+        return str(parse_target(value))
+    except DQCError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+TARGET_OPTION = click.option(
+    "--target",
+    metavar="METRIC=VALUE",
+    callback=_check_target,
+    help="the lowest -q whose decoded picture reaches this quality: psnr=DB, ms-ssim=X or ssimulacra2=X "
+    "(ssimulacra2 needs dqcodec[metrics])",
+)
 SCALE_OPTION = click.option(
     "--scale",
     type=click.FloatRange(0.25, 2.0),
@@ -294,6 +324,7 @@ def main() -> None:
 @click.option("-o", "--output", "dst", help="output .dqc file ('-' = stdout; default: SRC with .dqc)")
 @QUALITY_OPTION
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
+@TARGET_OPTION
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @TUNE_OPTION
 @SCALE_OPTION
@@ -309,6 +340,7 @@ def encode(
     dst: str | None,
     quality: float,
     target_bpp: float | None,
+    target: str | None,
     model: str,
     tune: str,
     scale: float | None,
@@ -322,7 +354,9 @@ def encode(
 
     Each SRC.ext becomes SRC.dqc unless -o names the output of a single input. A failing input is
     reported and the others go on."""
-    settings = EncodeSettings(quality, target_bpp, model, tune, scale)
+    if target_bpp is not None and target is not None:
+        raise click.UsageError("--bpp and --target both set the trade-off: give one")
+    settings = EncodeSettings(quality, target_bpp, model, tune, scale, target)
 
     def go(src: str) -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))
@@ -442,6 +476,7 @@ def _init_worker() -> None:
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
 @QUALITY_OPTION
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
+@TARGET_OPTION
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC instead")
 @click.option(
     "--format",
@@ -462,6 +497,7 @@ def batch(
     dst: Path,
     quality: float,
     target_bpp: float | None,
+    target: str | None,
     decode_mode: bool,
     out_format: str,
     model: str | None,
@@ -485,7 +521,9 @@ def batch(
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
         _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
-    settings = EncodeSettings(quality, target_bpp, model, tune, scale)
+    if target_bpp is not None and target is not None:
+        raise click.UsageError("--bpp and --target both set the trade-off: give one")
+    settings = EncodeSettings(quality, target_bpp, model, tune, scale, target)
     targets = [(p, (dst / p.relative_to(src)).with_suffix(new_suffix)) for p in files]
     shared = {out for out, n in Counter(out for _, out in targets).items() if n > 1}  # photo.png and photo.jpg
     for p, out in targets:

@@ -6,7 +6,16 @@ __version__ = "0.2.0"
 
 from typing import TYPE_CHECKING  # noqa: E402
 
-from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError, SizeLimitError  # noqa: E402
+from dqcodec.errors import (  # noqa: E402
+    DQCError,
+    DQCWarning,
+    FormatError,
+    IntegrityError,
+    MetadataWarning,
+    ModelMismatchError,
+    SizeLimitError,
+    TargetWarning,
+)
 from dqcodec.pillow_plugin import register as _register_pillow_plugin  # noqa: E402
 
 if TYPE_CHECKING:
@@ -20,6 +29,9 @@ __all__ = [
     "IntegrityError",
     "ModelMismatchError",
     "SizeLimitError",
+    "DQCWarning",
+    "TargetWarning",
+    "MetadataWarning",
     "__version__",
 ]
 

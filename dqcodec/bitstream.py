@@ -24,6 +24,10 @@ _HEAD = struct.Struct(">IIBH16sHH4BB")
 _TILE = struct.Struct(">III")
 _RSMP = struct.Struct(">II")
 MAX_CHUNK = 1 << 30
+# Group periods a file may use: 8 gives 64 prior passes per stream (the encoder writes 4); a larger
+# period multiplies the passes a decoder runs before a corrupt tile's CRC can refuse it (64: 4096).
+MAX_PERIOD = 8
+ONCE = (b"HEAD", b"RSMP", b"ICCP", b"EXIF", b"xmp ")  # chunks a file may hold at most once
 
 
 @dataclass(frozen=True)
@@ -55,10 +59,22 @@ class Header:
             raise FormatError(f"unknown color mode {color} in HEAD")
         if tile == 0 or tile % 16:
             raise FormatError(f"tile size {tile} in HEAD is not a positive multiple of 16")
-        for p in (p0, p1, p2, p3):
-            if p == 0 or p & (p - 1) or p > 64:
-                raise FormatError(f"group period {p} in HEAD is not a power of two up to 64")
+        check_periods((p0, p1, p2, p3))
         return cls(w, h, color, tile, mid, sf, sm, (p0, p1, p2, p3), prec)
+
+
+def check_periods(periods: tuple[int, ...]) -> None:
+    for p in periods:
+        if p == 0 or p & (p - 1) or p > MAX_PERIOD:
+            raise FormatError(f"group period {p} is not a power of two up to {MAX_PERIOD}")
+
+
+def check_coded_size(width: int, height: int, coded: tuple[int, int]) -> None:
+    """The RSMP size must come from a scale of 1/4 to 2: per axis 4 * coded >= n - 2 and
+    coded <= 2 * n (the encoder rounds n * scale). This bounds what resampling allocates."""
+    for n, c, axis in ((width, coded[0], "width"), (height, coded[1], "height")):
+        if c == 0 or 4 * c < n - 2 or c > 2 * n:
+            raise FormatError(f"coded {axis} {c} in RSMP is not a scale of 1/4 to 2 of the image's {n}")
 
 
 def num_tiles(width: int, height: int, tile_size: int) -> int:
@@ -108,12 +124,19 @@ class Container:
 
 
 def _chunk(kind: bytes, payload: bytes) -> bytes:
+    if len(payload) > MAX_CHUNK:
+        raise FormatError(f"a {_name(kind)} chunk of {len(payload)} bytes is over the format's {MAX_CHUNK}")
     return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
 
 def write(container: Container) -> bytes:
-    parts = [SIGNATURE, bytes([FORMAT_VERSION]), _chunk(b"HEAD", container.header.pack())]
+    """The file's bytes; a container this format cannot hold (a period, a coded size or a chunk
+    out of bounds) raises FormatError, so no file is written that `read` refuses."""
+    hd = container.header
+    check_periods(hd.periods)
+    parts = [SIGNATURE, bytes([FORMAT_VERSION]), _chunk(b"HEAD", hd.pack())]
     if container.coded_size:
+        check_coded_size(hd.width, hd.height, container.coded_size)
         parts.append(_chunk(b"RSMP", _RSMP.pack(*container.coded_size)))
     if container.icc_profile:
         parts.append(_chunk(b"ICCP", container.icc_profile))
@@ -143,6 +166,7 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     icc = exif = xmp = None
     coded_size: tuple[int, int] | None = None
     extra: list[tuple[bytes, bytes]] = []
+    seen: set[bytes] = set()
     while True:
         if pos + 8 > len(data):
             raise FormatError("file is truncated (no END chunk)")
@@ -157,22 +181,24 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
         pos += 12 + length
         if header is None and kind != b"HEAD":
             raise FormatError("first chunk is not HEAD")
+        if kind in ONCE:
+            if kind in seen:
+                raise FormatError(f"more than one {_name(kind)} chunk")
+            seen.add(kind)
         if kind == b"HEAD":
-            if header is not None:
-                raise FormatError("more than one HEAD chunk")
             header = Header.unpack(payload)
             if expected_model_id is not None and header.model_id != expected_model_id:
                 raise ModelMismatchError(
                     f"file was made with model {header.model_id.hex()}, this dqc has model {expected_model_id.hex()}"
                 )
         elif kind == b"RSMP":
-            if coded_size is not None or tiles:
-                raise FormatError("RSMP chunk repeated or after a TILE chunk")
+            if tiles:
+                raise FormatError("RSMP chunk after a TILE chunk")
             if len(payload) != _RSMP.size:
                 raise FormatError(f"RSMP chunk has {len(payload)} bytes, expected {_RSMP.size}")
             coded_size = _RSMP.unpack(payload)
-            if 0 in coded_size:
-                raise FormatError("coded picture size in RSMP is zero")
+            assert header is not None
+            check_coded_size(header.width, header.height, coded_size)
         elif kind == b"TILE":
             tiles.append(Tile.unpack(payload))
         elif kind == b"ICCP":

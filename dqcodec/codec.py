@@ -7,15 +7,18 @@ decode: bitstream -> coding -> transform.synthesis -> resample back (RSMP) -> pi
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from PIL import Image
 
 from dqcodec import bitstream
 from dqcodec.coding import PRECISION, TILE_SIZE, decode_tiles, encode_tiles
-from dqcodec.errors import DQCError, FormatError, SizeLimitError
+from dqcodec.errors import DQCError, FormatError, MetadataWarning, SizeLimitError, TargetWarning
 from dqcodec.loading import LoadedModel, load_model
 from dqcodec.models.dqvae import Tokens
+from dqcodec.qualitytarget import QualityTarget, parse_target, quality_for_target
 from dqcodec.ratecontrol import (
     DEFAULT_QUALITY,
     DEFAULT_TUNE,
@@ -83,21 +86,28 @@ def encode(
     device: str = "cpu",
     tune: str = DEFAULT_TUNE,
     scale: float | None = None,
+    target: str | QualityTarget | None = None,
 ) -> bytes:
     """Compress a PIL image (or a uint8 array, (H, W) gray or (H, W, 3) RGB) to .dqc bytes.
 
-    `target_bpp` picks the highest quality whose file stays near that rate (then `quality` is
-    ignored). `tune` says how regions get their granularity (see ratecontrol.TUNES). `scale`
+    `target_bpp` picks the highest quality whose file stays near that rate; `target`, a measured
+    quality such as "psnr=30", "ms-ssim=0.95" or "ssimulacra2=70", the lowest quality whose
+    decoded picture reaches it (a TargetWarning where even quality 100 does not). With either,
+    `quality` is ignored. `tune` says how regions get their granularity (see ratecontrol.TUNES). `scale`
     resamples the picture before coding (the decoder restores the size); by default 1, or for
     `target_bpp` the scale of its rate band (see `ratecontrol.fit_rate`). The transform runs on
     `device`, the integer prior on the CPU with `workers` threads (the symbols are the same for
     any count). An ICC profile for another colour space than the coded picture's (a CMYK one,
     say) is left out."""
     m = load_model(model)
-    if target_bpp is None:
-        check_quality(quality)
-    elif target_bpp <= 0:
+    if target_bpp is not None and target is not None:
+        raise DQCError("give a target rate or a target quality, not both")
+    if isinstance(target, str):
+        target = parse_target(target)
+    if target_bpp is not None and not target_bpp > 0:
         raise DQCError(f"target bpp must be positive, got {target_bpp}")
+    if target_bpp is None and target is None:
+        check_quality(quality)
     schedule = schedule or Schedule()
     x, color = image_to_tensor(img)
     if icc_profile and icc_profile[36:40] == b"acsp" and icc_profile[16:20] != ICC_SPACE[color]:
@@ -106,6 +116,16 @@ def encode(
     if target_bpp is None:
         coded = coded_size(w, h, scale or 1.0)
         a = analyze(m, resample_picture(x, *coded), device, tune)
+        if target is not None:
+            quality, reached = quality_for_target(
+                m, lambda q: levels_for_quality(m, a, q)[0], a.idx, x, coded, target, device
+            )
+            if reached < target.value:
+                warnings.warn(
+                    f"{target} is beyond this image's reach: quality 100 gives {reached:.4g}",
+                    TargetWarning,
+                    stacklevel=2,
+                )
         levels, tiles = levels_for_quality(m, a, quality)[0], None
     else:
         coded, a, fit = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
@@ -136,6 +156,16 @@ def write_tokens(
     header = bitstream.Header(
         width, height, color, TILE_SIZE, m.model_id, *header_shares(levels), schedule.periods, PRECISION
     )
+    metadata = {"ICC profile": icc_profile, "EXIF block": exif, "XMP packet": xmp}
+    for name, blob in metadata.items():
+        if blob is not None and len(blob) > bitstream.MAX_CHUNK:
+            warnings.warn(
+                f"the {name} ({len(blob)} bytes) is over the format's chunk limit: left out",
+                MetadataWarning,
+                stacklevel=2,
+            )
+    icc_profile, exif, xmp = (b if b is None or len(b) <= bitstream.MAX_CHUNK else None for b in metadata.values())
+    bitstream.check_periods(schedule.periods)
     if tiles is None:
         tiles = encode_tiles(m.prior, levels, idx, schedule, workers)
     resampled = coded if coded and coded != (width, height) else None

@@ -23,7 +23,16 @@ from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder
 from dqcodec.errors import DQCError, IntegrityError
 from dqcodec.models.dqvae import Tokens
 from dqcodec.models.intprior import IntPrior
-from dqcodec.tokens import KIND_MAP, KIND_SCALE, MAX_REGIONS, POS_OFFSET, Schedule, TileTokens, tile_tokens
+from dqcodec.tokens import (
+    KIND_MAP,
+    KIND_SCALE,
+    MAX_REGIONS,
+    POS_OFFSET,
+    Schedule,
+    TileTokens,
+    tile_tokens,
+    token_regions,
+)
 
 TILE_SIZE = 16 * MAX_REGIONS  # pixels per tile side
 TILE_BATCH = 8  # tiles that go through the prior together, per thread (memory grows with it)
@@ -167,27 +176,45 @@ def _map_from_pos(pos: torch.Tensor, values: torch.Tensor, rh: int, rw: int) -> 
 
 
 def encode_tiles(
-    prior: IntPrior, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], schedule: Schedule, workers: int | None = None
+    prior: IntPrior,
+    levels: torch.Tensor,
+    idx: tuple[torch.Tensor, ...],
+    schedule: Schedule,
+    workers: int | None = None,
+    region_bits: torch.Tensor | None = None,
 ) -> list[bitstream.Tile]:
-    """Range-code a picture's granularity map (rh, rw) and index maps, tile by tile."""
+    """Range-code a picture's granularity map (rh, rw) and index maps, tile by tile. If given,
+    `region_bits` (rh, rw) float64 receives each region's code length under the prior: its map
+    symbol and its codes, in bits (rate control's measurement; the range coder's words add the
+    tile's flush)."""
     grid = tile_grid(*levels.shape)
     tiles: list[bitstream.Tile | None] = [None] * len(grid)
 
-    def coder(enc: SymbolEncoder) -> SymbolCoder:
+    def coder(enc: SymbolEncoder, lengths: list[np.ndarray]) -> SymbolCoder:
         def code(freq: np.ndarray, values: np.ndarray | None) -> np.ndarray:
             assert values is not None
             enc.encode(values, freq)
+            if region_bits is not None:
+                lengths.append(-np.log2(freq[np.arange(len(values)), values] / 2.0**PRECISION))
             return values
 
         return code
 
     def run(batch: list[int]) -> None:
         encoders = [SymbolEncoder() for _ in batch]
+        lengths: list[list[np.ndarray]] = [[] for _ in batch]
         known = [tile_of(levels, idx, *grid[i]) for i in batch]
         shapes = [grid[i][2:] for i in batch]
-        results = _code_batch(prior, shapes, schedule, [coder(e) for e in encoders], known)
+        results = _code_batch(prior, shapes, schedule, [coder(e, b) for e, b in zip(encoders, lengths)], known)
         for i, enc, (_, _, symbols) in zip(batch, encoders, results):
             tiles[i] = bitstream.Tile(i, len(symbols), symbols_crc(symbols), enc.finish())
+        if region_bits is not None:
+            for i, k, tile_lengths in zip(batch, known, lengths):
+                ry, rx = token_regions(tile_tokens(k.levels, k.idx, schedule))  # the coding order
+                y0, x0, th, tw = grid[i]
+                per_region = torch.zeros(th * MAX_REGIONS, dtype=torch.float64)
+                per_region.index_add_(0, ry * MAX_REGIONS + rx, torch.from_numpy(np.concatenate(tile_lengths)))
+                region_bits[y0 : y0 + th, x0 : x0 + tw] = per_region.view(th, MAX_REGIONS)[:, :tw]
 
     _run_batches(run, len(grid), workers)
     return tiles  # type: ignore[return-value]

@@ -19,3 +19,19 @@ class IntegrityError(DQCError):
 
 class SizeLimitError(DQCError):
     """The picture is larger than the caller allowed (time and memory grow with its pixels)."""
+
+
+class ImageFileError(DQCError, OSError):
+    """A DQCError raised through the Pillow plugin: Pillow's callers catch OSError."""
+
+
+class DQCWarning(UserWarning):
+    """The encoder did something other than it was asked, and says so (the CLI prints a note)."""
+
+
+class TargetWarning(DQCWarning):
+    """The encoder could not reach what it was asked for (a rate or a quality) and did the nearest."""
+
+
+class MetadataWarning(DQCWarning):
+    """Metadata the format cannot carry (a chunk over its size limit) was left out."""

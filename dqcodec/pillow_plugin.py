@@ -1,11 +1,27 @@
 """Pillow plugin: after `import dqcodec`, `Image.open("x.dqc")` reads .dqc files and
-`im.save("x.dqc", quality=50)` writes them (options: quality, bpp, tune, scale, model, icc_profile, exif, xmp)."""
+`im.save("x.dqc", quality=50)` writes them (options: quality, bpp, target, tune, scale, model,
+icc_profile, exif, xmp)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from PIL import Image, ImageFile
 
 from dqcodec import bitstream
+from dqcodec.errors import DQCError, ImageFileError
+
+
+@contextmanager
+def _as_oserror() -> Iterator[None]:
+    """Pillow's convention: a file it cannot read or write raises OSError."""
+    try:
+        yield
+    except ImageFileError:
+        raise
+    except DQCError as e:
+        raise ImageFileError(str(e)) from e
 
 
 def _accept(prefix: bytes) -> bool:
@@ -18,7 +34,8 @@ class DqcImageFile(ImageFile.ImageFile):
 
     def _open(self) -> None:
         self._dqc_bytes = self.fp.read()
-        header = bitstream.read(self._dqc_bytes).header
+        with _as_oserror():
+            header = bitstream.read(self._dqc_bytes).header
         self._size = (header.width, header.height)
         self._mode = "L" if header.color == bitstream.COLOR_GRAY else "RGB"
         self.tile = []
@@ -28,7 +45,8 @@ class DqcImageFile(ImageFile.ImageFile):
         if not self._dqc_done:
             from dqcodec.codec import decode
 
-            img = decode(self._dqc_bytes)
+            with _as_oserror():
+                img = decode(self._dqc_bytes)
             self.im = img.im
             self.info.update(img.info)
             self._dqc_done = True
@@ -40,17 +58,19 @@ def _save(im: Image.Image, fp, filename: str | bytes) -> None:  # noqa: ANN001 -
 
     opts = im.encoderinfo
     exif = opts.get("exif")
-    data = encode(
-        im,
-        quality=opts.get("quality", DEFAULT_QUALITY),
-        target_bpp=opts.get("bpp"),
-        tune=opts.get("tune", DEFAULT_TUNE),
-        scale=opts.get("scale"),
-        model=opts.get("model", DEFAULT_MODEL),
-        icc_profile=opts.get("icc_profile", im.info.get("icc_profile")),
-        exif=exif.tobytes() if isinstance(exif, Image.Exif) else exif,
-        xmp=opts.get("xmp"),
-    )
+    with _as_oserror():
+        data = encode(
+            im,
+            quality=opts.get("quality", DEFAULT_QUALITY),
+            target_bpp=opts.get("bpp"),
+            target=opts.get("target"),
+            tune=opts.get("tune", DEFAULT_TUNE),
+            scale=opts.get("scale"),
+            model=opts.get("model", DEFAULT_MODEL),
+            icc_profile=opts.get("icc_profile", im.info.get("icc_profile")),
+            exif=exif.tobytes() if isinstance(exif, Image.Exif) else exif,
+            xmp=opts.get("xmp"),
+        )
     fp.write(data)
 
 

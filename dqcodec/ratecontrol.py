@@ -6,8 +6,8 @@ every region's distortion there, and the counts of coarse, medium and fine regio
 least distortion + lambda * bits, so they follow the image's content. With tune "ssim" (default)
 the measure is mostly 1 - SSIM and the DGC gate's ranking decides which regions get the finer
 levels; with tune "psnr" the measure is squared error and every region takes its own least
-cost. `--bpp` finds the quality (and the scale band) whose file stays at the target: a
-per-image rate model proposes it, and the integer prior counts its bits exactly.
+cost. `--bpp` finds the map (and the scale band) whose file stays at the target: a rate model
+of the image (`ratemodel`) proposes it, and coding it through the integer prior measures it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from dqcodec.coding import encode_tiles, tile_grid
 from dqcodec.errors import DQCError
 from dqcodec.loading import LoadedModel
 from dqcodec.models.dqvae import NUM_LEVELS
+from dqcodec.ratemodel import RateModel, predicted_bits
 from dqcodec.rdo import (
     PSNR_SCALE,
     REGION_BITS,
@@ -126,15 +127,16 @@ def header_shares(levels: torch.Tensor) -> tuple[int, int]:
     return q_fine, q_medium
 
 
-RATE_CHECKS = 4  # proposals --bpp codes on one scale before it bisects
-RATE_CLOSE = 0.97  # a proposal whose file is within 3% under the target is taken at once
+RATE_CHECKS = 4  # maps --bpp codes on one scale at most
+RATE_CLOSE = 0.97  # a file within 3% under the target is taken at once
+QUALITY_STEPS = 10  # halvings of the quality range when rate control searches it (1/1024 of it)
 
 
 @dataclass(frozen=True)
 class RateFit:
-    """A quality rate control settled on, and its file as coded."""
+    """A granularity map rate control settled on, and its file as coded."""
 
-    quality: float  # the highest quality at or under the target (the map may lie between it and the next)
+    quality: float  # the highest quality whose map is at or under the target (the map may lie between it and the next)
     levels: torch.Tensor  # the granularity map coded
     tiles: list[Tile]  # range-coded: the file's TILE chunks
     bits: float  # of the whole file
@@ -168,103 +170,73 @@ def highest(fits: Callable[[float], bool], lo: float, hi: float, steps: int) -> 
     return lo
 
 
+def map_for_bits(m: LoadedModel, a: Analysis, rates: RateModel, bits: float) -> tuple[float, torch.Tensor]:
+    """The richest map whose tokens the rate model puts at or under `bits`, and its quality.
+
+    The Lagrangian reaches only the convex hull of an image's rate-distortion points, so one step
+    of quality may add many regions at once; between the highest quality that fits and the next
+    step, the two maps are blended region by region (`blend`) as far as the bits allow."""
+    top = levels_for_quality(m, a, 100.0)[0]
+    if rates.bits(top) <= bits:
+        return 100.0, top
+    low = levels_for_quality(m, a, 0.0)[0]
+    if rates.bits(low) > bits:
+        return 0.0, low
+    q = highest(lambda q: rates.bits(levels_for_quality(m, a, q)[0]) <= bits, 0.0, 100.0, QUALITY_STEPS)
+    low = levels_for_quality(m, a, q)[0]
+    high = levels_for_quality(m, a, q + 100.0 / 2**QUALITY_STEPS)[0]
+    order = blend_order(low, high, a.score)
+    added = rates.region_bits(high).flatten()[order] - rates.region_bits(low).flatten()[order]
+    count = int((added.cumsum(0) <= bits - rates.bits(low)).sum())
+    return q, blend(low, high, a.score, count)
+
+
 def quality_for_bpp(
     m: LoadedModel, a: Analysis, pixels: int, target: float, schedule: Schedule, extra_bits: float = 0.0
 ) -> RateFit:
-    """Highest quality whose file (plus `extra_bits`) stays at or under `target` bpp, coded; if
-    even quality 0 is over, quality 0 (its `bits` then exceed the target).
+    """The richest granularity map whose file (plus `extra_bits`) stays at or under `target` bpp,
+    coded; if even quality 0 is over, quality 0 (its `bits` then exceed the target).
 
-    A rate model of this image proposes the quality: bits = k * (sum of the mean bits of a region
-    at its level, REGION_BITS) + c, with k = 1 and c the container's bits at first, then fitted
-    to the files coded so far (the last two, as a line). Each proposal is coded for real, so the
-    one taken is the file written. The first within 3% under the target is taken; after
-    RATE_CHECKS proposals, the maps of the best under the target and the least over it are
-    blended (`fill_gap`)."""
-    fixed = FILE_BITS + extra_bits
+    The rate model (`ratemodel`) proposes the map (`map_for_bits`, aiming at the middle of the
+    range taken at once); the map is coded, which measures every region's bits and the file's
+    overhead, and the model learns them. The first file within RATE_CLOSE under the target is taken; after RATE_CHECKS
+    codings, the largest under it."""
     budget = target * pixels
-    coded: dict[float, tuple[float, RateFit]] = {}  # quality -> (model bits, file)
+    overhead = FILE_BITS + extra_bits + len(tile_grid(*a.score.shape)) * TILE_BITS
+    rates = RateModel(predicted_bits(a.idx, a.score))
+    fits: list[RateFit] = []
 
-    def code_map(q: float, levels: torch.Tensor) -> RateFit:
-        tiles = encode_tiles(m.prior, levels, a.idx, schedule)
-        return RateFit(q, levels, tiles, sum(8 * len(t.data) + TILE_FRAMING_BITS for t in tiles) + fixed)
-
-    def code(q: float) -> RateFit:
-        if q not in coded:
-            levels = levels_for_quality(m, a, q)[0]
-            coded[q] = (model_bits(levels), code_map(q, levels))
-        return coded[q][1]
-
-    def fits(q: float) -> bool:
-        return code(q).bits <= budget
+    def code(q: float, levels: torch.Tensor) -> RateFit:
+        nonlocal overhead
+        measured = torch.zeros(levels.shape, dtype=torch.float64)
+        tiles = encode_tiles(m.prior, levels, a.idx, schedule, region_bits=measured)
+        rates.observe(levels, measured)
+        bits = sum(8 * len(t.data) + TILE_FRAMING_BITS for t in tiles) + FILE_BITS + extra_bits
+        overhead = bits - float(measured.sum())  # the container's and the range coder's flush, as coded
+        fits.append(RateFit(q, levels, tiles, bits))
+        return fits[-1]
 
     if m.fixed_grid:
-        return code(max((q for q in (0.0, 50.0, 100.0) if fits(q)), default=0.0))
-
-    aim = budget * (1 + RATE_CLOSE) / 2  # the middle of the range taken at once
-    k, c = 1.0, fixed + len(tile_grid(*a.score.shape)) * TILE_BITS
-    previous: float | None = None
-    for _ in range(RATE_CHECKS):
-
-        def model_fits(q: float, k: float = k, c: float = c) -> bool:
-            return k * model_bits(levels_for_quality(m, a, q)[0]) + c <= aim
-
-        q = 100.0 if model_fits(100.0) else highest(model_fits, 0.0, 100.0, 10)
-        b = code(q).bits
-        if b <= budget and (b >= RATE_CLOSE * budget or q == 100.0):
-            return code(q)
-        m2 = coded[q][0]
-        if previous is not None and abs(m2 - coded[previous][0]) > 1.0:
-            m1, b1 = coded[previous][0], coded[previous][1].bits
-            k = max(0.1, (b - b1) / (m2 - m1))
-            c = b - k * m2
-        else:
-            k = max(0.1, (b - c) / max(1.0, m2))
-        previous = q
-    under = [q for q in coded if fits(q)]
-    if not under and not fits(0.0):
-        return code(0.0)
-    lo = max(under, default=0.0)
-    hi = min((q for q in coded if q > lo and not fits(q)), default=100.0)
-    if fits(hi):  # quality 100 fits
-        return code(hi)
-    return fill_gap(code(lo), code(hi), a.score, budget, aim, code_map)
-
-
-def fill_gap(
-    low: RateFit,
-    high: RateFit,
-    score: torch.Tensor,
-    budget: float,
-    aim: float,
-    code_map: Callable[[float, torch.Tensor], RateFit],
-) -> RateFit:
-    """Between a quality under the target and one over it (the Lagrangian reaches only the convex
-    hull of an image's rate-distortion points, so one step of quality may jump far), blend their
-    maps region by region (`blend`) and take the highest blend found under the target: first the
-    count the model bits along the blend propose, then bisection; RATE_CHECKS codings at most, and
-    the first within RATE_CLOSE of the target is taken."""
-    if low.bits >= RATE_CLOSE * budget:
-        return low
-    order = blend_order(low.levels, high.levels, score)
-    changed = len(order)
-    bits = torch.tensor(REGION_BITS, dtype=torch.float64)
-    cumulative = (bits[high.levels.flatten()[order]] - bits[low.levels.flatten()[order]]).cumsum(0)
-    wanted = (aim - low.bits) / max(1.0, high.bits - low.bits) * float(cumulative[-1]) if changed else 0.0
-    proposal: int | None = int(torch.searchsorted(cumulative, torch.tensor([wanted], dtype=torch.float64))[0])
-    lo, hi, best = 0, changed, low
-    for _ in range(RATE_CHECKS):
-        if hi - lo <= 1:
-            break
-        count = proposal if proposal is not None and lo < proposal < hi else (lo + hi) // 2
-        proposal = None
-        fit = code_map(low.quality, blend(low.levels, high.levels, score, count))
-        if fit.bits <= budget:
-            lo, best = count, fit
-            if fit.bits >= RATE_CLOSE * budget:
+        for q in (100.0, 50.0, 0.0):
+            fit = code(q, levels_for_quality(m, a, q)[0])
+            if fit.bits <= budget:
                 break
-        else:
-            hi = count
-    return best
+        return fit
+
+    aim = budget * (1 + RATE_CLOSE) / 2
+    for _ in range(RATE_CHECKS):
+        q, levels = map_for_bits(m, a, rates, aim - overhead)
+        if any(torch.equal(levels, f.levels) for f in fits):
+            break  # the model has nothing new to propose
+        fit = code(q, levels)
+        if fit.bits <= budget and (fit.bits >= RATE_CLOSE * budget or q == 100.0):
+            return fit
+        if fit.bits > budget and q == 0.0:
+            return fit  # even the coarsest map is over: the caller may try a smaller scale
+    under = [f for f in fits if f.bits <= budget]
+    if under:
+        return max(under, key=lambda f: f.bits)
+    return code(0.0, levels_for_quality(m, a, 0.0)[0])
 
 
 def scales_for_bpp(target_bpp: float) -> list[float]:

@@ -40,11 +40,14 @@ def filter_taps(n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
     return idx.clamp(0, n_in - 1), w / w.sum(1, keepdim=True)
 
 
-def _resize_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
-    idx, w = filter_taps(x.shape[dim], n_out)
+BLOCK = 256  # output rows and columns resampled at a time: bounds the float64 intermediates
+
+
+def _weighted(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor, dim: int) -> torch.Tensor:
+    """sum over k of w[:, k] * x.index_select(dim, idx[:, k]), summed in k order from zero."""
     shape = [1] * x.dim()
-    shape[dim] = n_out
-    out = torch.zeros([n_out if d == dim else s for d, s in enumerate(x.shape)], dtype=torch.float64)
+    shape[dim] = idx.shape[0]
+    out = torch.zeros([idx.shape[0] if d == dim else n for d, n in enumerate(x.shape)], dtype=torch.float64)
     for k in range(idx.shape[1]):
         out += w[:, k].reshape(shape) * x.index_select(dim, idx[:, k])
     return out
@@ -52,11 +55,21 @@ def _resize_axis(x: torch.Tensor, n_out: int, dim: int) -> torch.Tensor:
 
 def resize(img: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """(C, H, W) uint8 -> (C, height, width) uint8: rows first, then columns, in float64, then
-    clamped to 0..255 and rounded half to even. One channel at a time to bound memory."""
+    clamped to 0..255 and rounded half to even. Block by block of the output (each sample sums
+    the same products in the same order), so memory stays bounded for any size."""
     if img.shape[-2:] == (height, width):
         return img.clone()
+    col_idx, col_w = filter_taps(img.shape[-1], width)
+    row_idx, row_w = filter_taps(img.shape[-2], height)
     out = torch.empty(img.shape[0], height, width, dtype=torch.uint8)
-    for c in range(img.shape[0]):
-        x = _resize_axis(img[c].double(), width, 1)
-        out[c] = _resize_axis(x, height, 0).clamp(0, 255).round().to(torch.uint8)
+    for y0 in range(0, height, BLOCK):
+        rows, r_w = row_idx[y0 : y0 + BLOCK], row_w[y0 : y0 + BLOCK]
+        r_lo, r_hi = int(rows.min()), int(rows.max()) + 1
+        for x0 in range(0, width, BLOCK):
+            cols, c_w = col_idx[x0 : x0 + BLOCK], col_w[x0 : x0 + BLOCK]
+            c_lo, c_hi = int(cols.min()), int(cols.max()) + 1
+            block = img[:, r_lo:r_hi, c_lo:c_hi].double()
+            across = _weighted(block, cols - c_lo, c_w, 2)  # rows first: along each row
+            y = _weighted(across, rows - r_lo, r_w, 1)
+            out[:, y0 : y0 + BLOCK, x0 : x0 + BLOCK] = y.clamp(0, 255).round().to(torch.uint8)
     return out

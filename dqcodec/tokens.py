@@ -81,6 +81,14 @@ class TileTokens:
     group: torch.Tensor  # (N,) long, global group number
 
 
+def token_regions(t: TileTokens) -> tuple[torch.Tensor, torch.Tensor]:
+    """(y, x) on the tile's region grid of the region each token belongs to."""
+    scale = torch.tensor(KIND_SCALE)[t.kind]
+    grid = torch.tensor(KIND_GRID)[t.kind]
+    p = t.pos - torch.tensor(POS_OFFSET)[t.kind]
+    return p // grid // scale, p % grid // scale
+
+
 def _kind_positions(kind: int, rh: int, rw: int) -> tuple[torch.Tensor, torch.Tensor]:
     s = KIND_SCALE[kind]
     ys, xs = torch.meshgrid(torch.arange(rh * s), torch.arange(rw * s), indexing="ij")

@@ -14,6 +14,9 @@ from dqcodec.resample import resize
 from dqcodec.tokens import KIND_SCALE
 
 TRANSFORM_TILE = 1024  # pixels; larger images go through the DQ-VAE in tiles (its memory grows with area)
+# The decoder's activations are wider than the encoder's: a 1280x1280 window (1024 + halo) peaked
+# at 630 MB; 768 + halo keeps a decode of any picture near 450 MB (a 768x512 picture is one window).
+SYNTHESIS_TILE = 768
 TRANSFORM_HALO = 128  # pixels of context around each tile, about the receptive field
 
 
@@ -64,7 +67,7 @@ def encode_tiled(vae: DQVAE, x: torch.Tensor, tile: int = TRANSFORM_TILE) -> tup
 
 
 def decode_tiled(
-    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, tile: int = TRANSFORM_TILE // 16
+    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, tile: int = SYNTHESIS_TILE // 16
 ) -> torch.Tensor:
     """DQ-VAE decoder output (3, 16h, 16w) for a region grid (h, w), `tile` regions a side with a halo,
     so that memory stays bounded; within rounding the same picture as decoding the whole grid at once."""

@@ -117,5 +117,71 @@ def test_rsmp_after_tiles_or_empty_is_refused() -> None:
         bitstream.read(data[:end] + _chunk(b"RSMP", struct.pack(">II", 300, 200)) + data[end:])
     head_end = data.index(b"TILE") - 4
     zero = data[:head_end] + _chunk(b"RSMP", struct.pack(">II", 0, 200)) + data[head_end:]
-    with pytest.raises(FormatError, match="zero"):
+    with pytest.raises(FormatError, match="coded width 0 in RSMP"):
         bitstream.read(zero)
+
+
+def _file(header: bytes, *chunks: bytes) -> bytes:
+    return bitstream.SIGNATURE + bytes([bitstream.FORMAT_VERSION]) + _chunk(b"HEAD", header) + b"".join(chunks)
+
+
+def _head(width: int, height: int, periods: tuple[int, int, int, int] = (4, 4, 4, 4)) -> bytes:
+    return bitstream.Header(width, height, 0, 256, bytes(16), 0, 0, periods, 20).pack()
+
+
+def test_rsmp_size_must_come_from_a_scale_of_a_quarter_to_two() -> None:
+    def tiles(coded: tuple[int, int]) -> bytes:
+        n = bitstream.num_tiles(*coded, 256)
+        return b"".join(_chunk(b"TILE", bitstream.Tile(i, 0, 0, b"").pack()) for i in range(n)) + _chunk(b"END ", b"")
+
+    end = tiles((64, 64))
+    ok = [((300, 200), (75, 50)), ((300, 200), (600, 400)), ((1, 1), (2, 2)), ((9, 9), (2, 2))]
+    for (w, h), coded in ok:
+        rsmp = _chunk(b"RSMP", struct.pack(">II", *coded))
+        assert bitstream.read(_file(_head(w, h), rsmp, tiles(coded))).coded_size == coded
+    # the 121-byte memory bomb: a 4194304x15 picture resampled from 64x64
+    for (w, h), coded in [((4194304, 15), (64, 64)), ((300, 200), (601, 400)), ((300, 200), (74, 50))]:
+        with pytest.raises(FormatError, match="not a scale of 1/4 to 2"):
+            bitstream.read(_file(_head(w, h), _chunk(b"RSMP", struct.pack(">II", *coded)), end))
+    c = make_container()
+    c.coded_size = (1000, 200)
+    with pytest.raises(FormatError, match="not a scale"):  # the writer refuses what the reader would
+        bitstream.write(c)
+
+
+def test_periods_over_eight_are_refused_on_both_sides() -> None:
+    end = _chunk(b"TILE", bitstream.Tile(0, 0, 0, b"").pack()) + _chunk(b"END ", b"")
+    assert bitstream.read(_file(_head(16, 16, (8, 8, 8, 8)), end)).header.periods == (8, 8, 8, 8)
+    with pytest.raises(FormatError, match="group period 16"):
+        bitstream.read(_file(_head(16, 16, (4, 4, 4, 16)), end))
+    c = make_container()
+    c.header = bitstream.Header(300, 200, 0, 256, bytes(16), 0, 0, (4, 64, 4, 4), 20)
+    with pytest.raises(FormatError, match="group period 64"):
+        bitstream.write(c)
+    from dqcodec.tokens import Schedule
+
+    with pytest.raises(DQCError, match="group period 16"):
+        dqcodec.encode(np.zeros((16, 16, 3), np.uint8), schedule=Schedule((4, 4, 16, 4)))
+
+
+@pytest.mark.parametrize("kind", [b"ICCP", b"EXIF", b"xmp ", b"RSMP", b"HEAD"])
+def test_chunks_allowed_once_are_refused_when_repeated(kind: bytes) -> None:
+    data = bitstream.write(make_container())
+    head_end = data.index(b"TILE") - 4
+    payload = struct.pack(">II", 300, 200) if kind == b"RSMP" else _head(300, 200) if kind == b"HEAD" else b"x"
+    twice = data[:head_end] + _chunk(kind, payload) + _chunk(kind, payload) + data[head_end:]
+    with pytest.raises(FormatError, match=f"more than one {kind.decode()!r} chunk"):
+        bitstream.read(twice)
+
+
+def test_writer_keeps_to_the_chunk_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bitstream, "MAX_CHUNK", 1000)  # the format's 2**30, scaled down for the test
+    c = make_container()
+    c.icc_profile = bytes(1001)
+    with pytest.raises(FormatError, match="'ICCP' chunk of 1001 bytes is over"):
+        bitstream.write(c)
+    img = np.zeros((16, 16, 3), np.uint8)
+    with pytest.warns(dqcodec.MetadataWarning, match="EXIF block .1001 bytes. is over"):
+        data = dqcodec.encode(img, exif=bytes(1001), xmp=b"<x/>")
+    back = bitstream.read(data)
+    assert back.exif is None and back.xmp == b"<x/>"

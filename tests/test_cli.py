@@ -5,6 +5,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from PIL import Image
 
 import dqcodec
+from dqcodec.shipped import model_id
 
 DQC = shutil.which("dqc") or str(Path(sys.executable).parent / "dqc")
 
@@ -266,3 +268,89 @@ def test_cmyk_goes_through_its_profile_to_rgb(tmp_path: Path) -> None:
 def test_profile_of_another_colour_space_is_left_out(small_image: Image.Image) -> None:
     data = dqcodec.encode(small_image, quality=0, icc_profile=cmyk_profile())
     assert "icc_profile" not in dqcodec.decode(data).info
+
+
+def _psnr(a: Path | Image.Image, b: Path) -> float:
+    x = np.asarray(Image.open(a).convert("RGB") if isinstance(a, Path) else a.convert("RGB"), dtype=np.float64)
+    y = np.asarray(Image.open(b).convert("RGB"), dtype=np.float64)
+    return float(10 * np.log10(255**2 / np.mean((x - y) ** 2)))
+
+
+def test_target_quality_reaches_it_with_the_least_bits(photo: Path, tmp_path: Path) -> None:
+    reached = {}
+    for dbs in ("20", "24"):
+        out, png = tmp_path / f"{dbs}.dqc", tmp_path / f"{dbs}.png"
+        r = dqc("encode", str(photo), "-o", str(out), "--target", f"psnr={dbs}")
+        assert r.returncode == 0 and b"note" not in r.stderr, r.stderr
+        assert dqc("decode", str(out), "-o", str(png)).returncode == 0
+        reached[dbs] = (_psnr(photo, png), out.stat().st_size)
+        assert reached[dbs][0] >= float(dbs)
+    assert reached["20"][1] < reached["24"][1]  # a lower target costs less
+    # ...and it is the least: quality 0 (every region coarse) would miss 24 dB here
+    q0, q0_png = tmp_path / "q0.dqc", tmp_path / "q0.png"
+    assert dqc("encode", str(photo), "-o", str(q0), "-q", "0").returncode == 0
+    assert dqc("decode", str(q0), "-o", str(q0_png)).returncode == 0
+    assert _psnr(photo, q0_png) < 24
+
+
+def test_target_quality_out_of_reach_or_malformed(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "far.dqc"
+    r = dqc("encode", str(photo), "-o", str(out), "--target", "psnr=59")
+    assert r.returncode == 0 and out.exists()
+    assert b"beyond this image's reach: quality 100" in r.stderr
+    for bad in ("psnr", "lpips=0.1", "psnr=abc", "psnr=nan", "ms-ssim=2"):
+        r = dqc("encode", str(photo), "-o", str(tmp_path / "bad.dqc"), "--target", bad)
+        assert r.returncode == 2 and b"--target" in r.stderr, (bad, r.stderr)
+    r = dqc("encode", str(photo), "-o", str(tmp_path / "both.dqc"), "--target", "psnr=30", "--bpp", "0.2")
+    assert r.returncode == 2 and b"give one" in r.stderr
+    assert not (tmp_path / "bad.dqc").exists() and not (tmp_path / "both.dqc").exists()
+
+
+def _peak_rss_mb(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """Run dqc in a fresh Python whose only child it is: (result, the child's peak RSS in MB)."""
+    probe = (
+        "import resource, subprocess, sys\n"
+        "r = subprocess.run(sys.argv[1:], capture_output=True)\n"
+        "sys.stderr.buffer.write(r.stderr)\n"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "sys.exit(r.returncode)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe, DQC, *args], capture_output=True, timeout=300)
+    return r, int(r.stdout.split()[-1]) / 1024
+
+
+def test_small_files_cannot_make_the_decoder_allocate(tmp_path: Path) -> None:
+    from dqcodec import bitstream
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    def crafted(width: int, height: int, periods: tuple[int, ...] = (4, 4, 4, 4), rsmp: bytes = b"") -> bytes:
+        head = bitstream.Header(width, height, 0, 256, model_id("dq"), 0, 0, periods, 20)
+        tile = bitstream.Tile(0, 500, 0, bytes(64))
+        return (
+            bitstream.SIGNATURE + bytes([bitstream.FORMAT_VERSION]) + chunk(b"HEAD", head.pack()) + rsmp
+            + chunk(b"TILE", tile.pack()) + chunk(b"END ", b"")
+        )  # fmt: skip
+
+    files = {
+        "bomb": crafted(4194304, 15, rsmp=chunk(b"RSMP", struct.pack(">II", 64, 64))),  # 121 bytes before
+        "huge": crafted(60000, 60000),
+        "slow": crafted(64, 64, periods=(4, 4, 4, 64)),
+    }
+    # and a real one: 2048x2048 coded at a quarter of its size, under 1 KB
+    big = np.zeros((2048, 2048, 3), np.uint8)
+    big[..., 0] = np.linspace(0, 255, 2048).astype(np.uint8)
+    files["real"] = dqcodec.encode(big, quality=0, scale=0.25)
+    for name, data in files.items():
+        assert len(data) <= 1024, name
+        src = tmp_path / f"{name}.dqc"
+        src.write_bytes(data)
+        r, peak = _peak_rss_mb("decode", str(src), "-o", str(tmp_path / f"{name}.png"), "--allow-large")
+        if name == "real":
+            assert r.returncode == 0, r.stderr
+            assert Image.open(tmp_path / "real.png").size == (2048, 2048)
+        else:
+            _one_line_error(r, 1)
+            assert not (tmp_path / f"{name}.png").exists()
+        assert peak < 600, (name, peak)

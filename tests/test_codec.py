@@ -130,9 +130,10 @@ def test_wrong_model_file_is_refused(small_file: bytes) -> None:
 
 def test_file_claiming_a_huge_picture_is_refused_before_decoding(small_file: bytes) -> None:
     c = bitstream.read(small_file)
-    coded = (20000, 20000)  # the header's picture stays 72x40: only the RSMP chunk claims the size
+    coded = (20000, 20000)  # a 10000x10000 picture coded at scale 2: the coded size is over the limit
     empty = [bitstream.Tile(i, 0, 0, b"") for i in range(bitstream.num_tiles(*coded, c.header.tile_size))]
-    bomb = bitstream.write(dataclasses.replace(c, tiles=empty, coded_size=coded))
+    header = dataclasses.replace(c.header, width=10000, height=10000)
+    bomb = bitstream.write(dataclasses.replace(c, header=header, tiles=empty, coded_size=coded))
     assert len(bomb) < 200_000
     with pytest.raises(dqcodec.SizeLimitError, match="20000x20000"):
         dqcodec.decode(bomb)
@@ -253,3 +254,26 @@ def test_target_bpp_lands_just_under_the_target_and_writes_that_quality() -> Non
     assert 0.95 * target <= 8 * len(coded) / pixels <= target
     assert [t.data for t in bitstream.read(coded).tiles] == [t.data for t in fit.tiles]  # the file rate control coded
     assert torch.equal(decode_tokens(coded)[1].levels[0], fit.levels)
+
+
+def test_targets_are_checked_before_any_work() -> None:
+    img = synthetic_image(32, 32)
+    for bpp in (float("nan"), 0.0, -1.0):
+        with pytest.raises(dqcodec.DQCError, match="target bpp"):
+            dqcodec.encode(img, target_bpp=bpp)
+    with pytest.raises(dqcodec.DQCError, match="not both"):
+        dqcodec.encode(img, target_bpp=0.1, target="psnr=30")
+    with pytest.raises(dqcodec.DQCError, match="METRIC=VALUE"):
+        dqcodec.encode(img, target="sharpness=3")
+
+
+def test_pillow_plugin_errors_are_oserrors(tmp_path, small_image: Image.Image, small_file: bytes) -> None:
+    corrupt = bytearray(small_file)
+    corrupt[len(bitstream.SIGNATURE) + 1 + 8 + 4] ^= 0xFF  # a byte of HEAD: its CRC fails
+    (tmp_path / "bad.dqc").write_bytes(bytes(corrupt))
+    with pytest.raises(OSError, match="checksum"):
+        Image.open(tmp_path / "bad.dqc")
+    with pytest.raises(OSError, match="target bpp"):
+        small_image.save(tmp_path / "nan.dqc", bpp=float("nan"))
+    with pytest.raises(OSError, match="METRIC=VALUE"):
+        small_image.save(tmp_path / "t.dqc", target="blur=2")

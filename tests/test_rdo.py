@@ -157,3 +157,28 @@ def test_blend_moves_the_highest_scoring_differing_regions_first() -> None:
     assert blend(low, high, score, 1).tolist() == [[0, 1, 2, 0]]  # region 2 scores highest of those that differ
     assert blend(low, high, score, 2).tolist() == [[0, 1, 2, 1]]
     assert torch.equal(blend(low, high, score, 3), high)
+
+
+def test_rate_model_learns_the_bits_of_a_coded_map() -> None:
+    from skimage import data
+
+    from dqcodec.coding import encode_tiles, token_bits
+    from dqcodec.ratemodel import RateModel, predicted_bits
+    from dqcodec.tokens import Schedule
+
+    m = load_model("dq")
+    a = analyze(m, image_to_tensor(Image.fromarray(data.astronaut()[::2, ::2]))[0])
+    levels = levels_for_quality(m, a, 50)[0]
+    assert len(set(levels.flatten().tolist())) == 3
+    measured = torch.zeros(levels.shape, dtype=torch.float64)
+    tiles = encode_tiles(m.prior, levels, a.idx, Schedule(), region_bits=measured)
+    exact = token_bits(m.prior, levels, a.idx, Schedule())
+    assert float(measured.sum()) == pytest.approx(exact, rel=1e-9)
+    assert exact <= 8 * sum(len(t.data) for t in tiles) <= exact + 64 * len(tiles)
+    rates = RateModel(predicted_bits(a.idx, a.score))
+    first = rates.bits(levels)
+    assert first == pytest.approx(exact, rel=0.15)  # predicted before any coding
+    rates.observe(levels, measured)
+    assert rates.bits(levels) == pytest.approx(exact, rel=1e-9)  # measured once coded
+    other = levels_for_quality(m, a, 60)[0]
+    assert rates.bits(other) > rates.bits(levels)
