@@ -37,6 +37,7 @@ from dqcodec.codec import image_to_tensor, reconstruct, write_tokens
 from dqcodec.loading import LoadedModel, load_model
 from dqcodec.metrics import ms_ssim
 from dqcodec.models.dqvae import Tokens
+from dqcodec.qualitytarget import measure
 from dqcodec.ratecontrol import Analysis, analyze, coded_size, levels_for_quality
 from dqcodec.transform import resample_picture
 
@@ -78,18 +79,11 @@ class Metrics:
         r, o = (torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255 for a in (ref, out))
         res = {"psnr": 10 * math.log10(255**2 / mse) if mse > 0 else float("inf"), "ms_ssim": float(ms_ssim(r, o))}
         if self._ssimulacra2 is not None:
-            res["ssimulacra2"] = float(self._ssimulacra2(_bmp(ref), _bmp(out)))
+            res["ssimulacra2"] = measure("ssimulacra2", ref, out)
         if self._lpips is not None:
             with torch.no_grad():
                 res["lpips"] = float(self._lpips(r * 2 - 1, o * 2 - 1))
         return res
-
-
-def _bmp(a: np.ndarray) -> io.BytesIO:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="BMP")
-    buf.seek(0)
-    return buf
 
 
 def _lpips_model() -> torch.nn.Module | None:

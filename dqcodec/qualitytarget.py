@@ -19,7 +19,7 @@ from PIL import Image
 
 from dqcodec.errors import DQCError
 from dqcodec.loading import LoadedModel
-from dqcodec.metrics import ms_ssim
+from dqcodec.metrics import ms_ssim, psnr
 from dqcodec.resample import resize
 from dqcodec.transform import synthesize
 
@@ -55,12 +55,9 @@ def parse_target(text: str) -> QualityTarget:
 
 def measure(metric: str, reference: np.ndarray, decoded: np.ndarray) -> float:
     """Quality of a decoded uint8 (H, W, 3) picture against its reference; higher is better."""
-    if metric == "psnr":
-        mse = float(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2))
-        return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
-    if metric == "ms-ssim":
+    if metric in ("psnr", "ms-ssim"):
         r, d = (torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255 for a in (reference, decoded))
-        return float(ms_ssim(r, d)[0])
+        return psnr(r, d) if metric == "psnr" else float(ms_ssim(r, d)[0])
     try:
         from ssimulacra2 import compute_ssimulacra2
     except ImportError:
