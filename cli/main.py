@@ -2,13 +2,14 @@
 
 Exit codes: 0 success, 1 bad input or I/O error, 2 usage error, 3 a .dqc file that does not
 decode bit-exactly (corrupt, or computed differently on this machine), 4 file made by other model
-weights.
+weights, 5 an internal error (a bug in dqc: one line, the traceback with DQC_DEBUG=1).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import warnings
@@ -20,7 +21,7 @@ from pathlib import Path
 import click
 from PIL import Image
 
-EXIT_INPUT, EXIT_INTEGRITY, EXIT_MODEL = 1, 3, 4
+EXIT_INPUT, EXIT_INTEGRITY, EXIT_MODEL, EXIT_BUG = 1, 3, 4, 5
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
@@ -28,22 +29,34 @@ def _fail(message: str, code: int = EXIT_INPUT) -> None:
     sys.exit(code)
 
 
-def _attempt(fn: Callable[[], object]) -> int:
-    """Run fn; a library or I/O error becomes a one-line message on stderr. Returns the exit code."""
+def _outcome(fn: Callable[[], object]) -> tuple[int, str]:
+    """Run fn: (0, "") on success, else the exit code and a one-line message."""
     from dqcodec.errors import DQCError, IntegrityError, ModelMismatchError
 
     try:
         fn()
-        return 0
+        return 0, ""
     except IntegrityError as e:
-        message, code = str(e), EXIT_INTEGRITY
+        return EXIT_INTEGRITY, str(e)
     except ModelMismatchError as e:
-        message, code = str(e), EXIT_MODEL
-    except DQCError as e:
-        message, code = str(e), EXIT_INPUT
+        return EXIT_MODEL, str(e)
+    except (DQCError, OutputExistsError) as e:
+        return EXIT_INPUT, str(e)
     except OSError as e:
-        message, code = (f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)), EXIT_INPUT
-    click.echo(f"dqc: error: {message}", err=True)
+        return EXIT_INPUT, (f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
+    except MemoryError:
+        return EXIT_INPUT, "out of memory"
+    except Exception as e:  # noqa: BLE001 - a bug in dqc still gets one line, and the traceback on request
+        if os.environ.get("DQC_DEBUG"):
+            raise
+        return EXIT_BUG, f"internal error, please report it: {type(e).__name__}: {e} (DQC_DEBUG=1 shows where)"
+
+
+def _attempt(fn: Callable[[], object]) -> int:
+    """Run fn; a library or I/O error becomes a one-line message on stderr. Returns the exit code."""
+    code, message = _outcome(fn)
+    if code:
+        click.echo(f"dqc: error: {message}", err=True)
     return code
 
 
@@ -67,8 +80,13 @@ def _read_input(src: str) -> bytes:
     return Path(src).read_bytes()
 
 
-def _write_output(dst: str, data: bytes) -> None:
-    """Write to stdout or atomically to a file (callers check `_check_output` before the work)."""
+class OutputExistsError(Exception):
+    """The output appeared (made by another run) after the check before the work."""
+
+
+def _write_output(dst: str, data: bytes, overwrite: bool) -> None:
+    """Write to stdout or atomically to a file; never replacing one without `overwrite`, even one
+    made meanwhile (callers check `_check_output` before the work, to fail early)."""
     from dqcodec.errors import DQCError
     from dqcodec.fileio import write_atomic
 
@@ -77,13 +95,32 @@ def _write_output(dst: str, data: bytes) -> None:
         sys.stdout.buffer.flush()
         return
     try:
-        write_atomic(Path(dst), lambda f: f.write(data))
+        write_atomic(Path(dst), lambda f: f.write(data), overwrite=overwrite)
+    except FileExistsError:
+        raise OutputExistsError(f"{dst} exists (use --overwrite to replace it)") from None
     except OSError as e:  # name the output, not the temp file beside it
         raise DQCError(f"{dst}: cannot write it ({e.strerror or e})") from None
 
 
+def _pixel_limit(text: str | None, default: int = 64 * 10**6) -> tuple[int, str | None]:
+    """DQC_MAX_PIXELS -> (limit, None), or (default, the error that a command reports)."""
+    if text is None:
+        return default, None
+    try:
+        number = float(text.replace("_", ""))
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 1):
+        return default, f"DQC_MAX_PIXELS={text!r} is not a number of pixels (e.g. 64e6)"
+    return math.floor(number), None
+
+
 # larger images need --allow-large (time and memory grow with the pixel count)
-MAX_PIXELS = int(os.environ.get("DQC_MAX_PIXELS", 64 * 10**6))
+MAX_PIXELS, MAX_PIXELS_ERROR = _pixel_limit(os.environ.get("DQC_MAX_PIXELS"))
+# what each pixel adds to the peak memory (-q 50, 1 to 17 MP, benchmarks/results/memory_per_pixel.json:
+# encoding 164-196 bytes, decoding 32-60), rounded up; the model's fixed 0.6 GB is left out, so
+# a picture that is refused would not have fitted
+ENCODE_BYTES_PER_PIXEL, DECODE_BYTES_PER_PIXEL = 200, 64
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".avif", ".jxl", ".tif", ".tiff", ".bmp"}
 PNG_XMP_KEY = "XML:com.adobe.xmp"  # the iTXt keyword of XMP in PNG
 
@@ -101,6 +138,8 @@ def _setup(threads: int | None, device: str) -> None:
 
     from dqcodec.errors import DQCError
 
+    if MAX_PIXELS_ERROR:
+        raise DQCError(MAX_PIXELS_ERROR)
     if threads:
         torch.set_num_threads(threads)
     if device == "cuda" and not torch.cuda.is_available():
@@ -121,36 +160,85 @@ def _check_output(out: str, overwrite: bool) -> None:
         raise DQCError(f"{out} exists (use --overwrite to replace it)")
 
 
-def open_image(src: str, allow_large: bool) -> Image.Image:
-    """Read an image for encoding: EXIF orientation applied, size limit enforced."""
-    from PIL import ImageOps
+def available_memory() -> int | None:
+    """Bytes of memory that a new allocation can get here (MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
+
+def check_memory(src: str, width: int, height: int, bytes_per_pixel: int, doing: str) -> None:
+    """Refuse a picture whose coding would need more memory than there is, before any pixel is
+    decoded: a few bytes of PNG can claim gigapixels (even with --allow-large)."""
     from dqcodec.errors import DQCError
 
-    Image.MAX_IMAGE_PIXELS = None  # dqc's own limit below; the header is read before any pixel
+    need, have = width * height * bytes_per_pixel, available_memory()
+    if have is not None and need > have:
+        raise DQCError(
+            f"{src}: {width}x{height} needs about {need / 2**30:.3g} GiB of memory to {doing}; "
+            f"{have / 2**30:.3g} GiB is available"
+        )
+
+
+def open_image(src: str, allow_large: bool) -> tuple[Image.Image, bytes | None, list[str]]:
+    """Read an image for encoding: size and memory limits enforced before its pixels are
+    decoded, EXIF orientation applied. Returns the picture, its EXIF block and notes for the
+    user (Pillow's warnings, or malformed EXIF that was left out)."""
+    from dqcodec.errors import DQCError
+
+    Image.MAX_IMAGE_PIXELS = None  # dqc's own limits below; the header is read before any pixel
     _optional_formats()
-    try:
-        img = Image.open(io.BytesIO(_read_input(src)))
-        if img.width * img.height > MAX_PIXELS and not allow_large:
-            raise DQCError(
-                f"{src}: {img.width}x{img.height} is over the {MAX_PIXELS / 1e6:g} MP limit (use --allow-large)"
-            )
-        if getattr(img, "n_frames", 1) > 1:
-            raise DQCError(f"{src}: has {img.n_frames} frames (animation or pages); dqc codes one picture")
-        img.load()
-    except Image.UnidentifiedImageError:
-        raise DQCError(f"{src}: not an image format dqc can read") from None
-    except (SyntaxError, ValueError) as e:
-        raise DQCError(f"{src}: broken image file ({e})") from None
-    icc = img.info.get("icc_profile")
-    out = ImageOps.exif_transpose(img) or img
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            img = Image.open(io.BytesIO(_read_input(src)))
+            if img.width * img.height > MAX_PIXELS and not allow_large:
+                raise DQCError(
+                    f"{src}: {img.width}x{img.height} is over the {MAX_PIXELS / 1e6:g} MP limit (use --allow-large)"
+                )
+            check_memory(src, img.width, img.height, ENCODE_BYTES_PER_PIXEL, "encode")
+            if getattr(img, "n_frames", 1) > 1:
+                raise DQCError(f"{src}: has {img.n_frames} frames (animation or pages); dqc codes one picture")
+            img.load()
+        except Image.UnidentifiedImageError:
+            raise DQCError(f"{src}: not an image format dqc can read") from None
+        except (SyntaxError, ValueError, EOFError) as e:
+            raise DQCError(f"{src}: broken image file ({e})") from None
+        except MemoryError:
+            raise DQCError(f"{src}: its pixels do not fit in memory") from None
+        icc = img.info.get("icc_profile")
+        out, exif, notes = _apply_orientation(img)
+    notes += [str(w.message).strip() for w in caught if issubclass(w.category, UserWarning)]
     if icc and out.mode == "CMYK":
         rgb = _cmyk_to_srgb(out, icc)
-        rgb.info.update({k: v for k, v in out.info.items() if k in ("exif", "xmp", PNG_XMP_KEY)})
-        return rgb
+        rgb.info.update({k: v for k, v in out.info.items() if k in ("xmp", PNG_XMP_KEY)})
+        return rgb, exif, list(dict.fromkeys(notes))
     if icc:
         out.info["icc_profile"] = icc
-    return out
+    return out, exif, list(dict.fromkeys(notes))
+
+
+def _apply_orientation(img: Image.Image) -> tuple[Image.Image, bytes | None, list[str]]:
+    """The picture turned upright by its EXIF orientation, and its EXIF block. Malformed EXIF
+    (Pillow raises anything from SyntaxError to struct.error on it) is left out with a note,
+    and the picture is coded as stored."""
+    from PIL import ImageOps
+
+    try:
+        out = ImageOps.exif_transpose(img) or img
+        exif = out.getexif()
+        return out, exif.tobytes() if len(exif) else None, []
+    except Exception as e:  # noqa: BLE001 - any parse failure of untrusted metadata
+        img.info.pop("exif", None)
+        return img, None, [f"malformed EXIF left out, orientation not applied ({type(e).__name__}: {e})"]
 
 
 def _cmyk_to_srgb(img: Image.Image, icc: bytes) -> Image.Image:
@@ -191,8 +279,9 @@ def encode_file(
     from dqcodec.shipped import DEFAULT_MODEL
 
     _check_output(out, overwrite)
-    img = open_image(src, allow_large)
-    exif = img.getexif()
+    img, exif, image_notes = open_image(src, allow_large)
+    for note in image_notes:
+        click.echo(f"dqc: note: {src}: {note}", err=True)
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always", DQCWarning)
         data = dqcodec.encode(
@@ -204,7 +293,7 @@ def encode_file(
             scale=settings.scale,
             target=settings.target,
             icc_profile=img.info.get("icc_profile"),
-            exif=exif.tobytes() if len(exif) else None,
+            exif=exif,
             xmp=_xmp_of(img),
             workers=threads,
             device=device,
@@ -212,7 +301,7 @@ def encode_file(
     for note in notes:
         if issubclass(note.category, DQCWarning):
             click.echo(f"dqc: note: {src}: {note.message}", err=True)
-    _write_output(out, data)
+    _write_output(out, data, overwrite)
     return data, img.size
 
 
@@ -234,8 +323,11 @@ def decode_file(
     if fmt is None or fmt == "DQC":
         raise DQCError(f"cannot tell an image format from {out!r}; use .png")
     limit = None if allow_large else MAX_PIXELS
+    data = _read_input(src)
+    if allow_large:  # without it, the pixel limit comes first
+        _check_decode_memory(src, data)
     try:
-        img = dqcodec.decode(_read_input(src), model=model, workers=threads, device=device, max_pixels=limit)
+        img = dqcodec.decode(data, model=model, workers=threads, device=device, max_pixels=limit)
     except dqcodec.SizeLimitError as e:
         raise DQCError(f"{src}: {e} (use --allow-large)") from None
     buf = io.BytesIO()
@@ -251,7 +343,19 @@ def decode_file(
     except (OSError, ValueError, KeyError):
         buf = io.BytesIO()
         img.save(buf, format=fmt)
-    _write_output(out, buf.getvalue())
+    _write_output(out, buf.getvalue(), overwrite)
+
+
+def _check_decode_memory(src: str, data: bytes) -> None:
+    from dqcodec import bitstream
+    from dqcodec.errors import FormatError
+
+    try:
+        c = bitstream.read(data)
+    except FormatError:
+        return  # decoding reports it
+    width, height = max((c.header.width, c.header.height), (c.coded_width, c.coded_height), key=lambda s: s[0] * s[1])
+    check_memory(src, width, height, DECODE_BYTES_PER_PIXEL, "decode")
 
 
 def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
@@ -264,7 +368,7 @@ def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
     overlay = draw(picture, tokens.levels[0]).resize((c.header.width, c.header.height))
     buf = io.BytesIO()
     overlay.save(buf, format="PNG")
-    _write_output(map_path, buf.getvalue())
+    _write_output(map_path, buf.getvalue(), overwrite)
 
 
 QUALITY_OPTION = click.option(
@@ -449,26 +553,34 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
 
 def _batch_one(job: tuple) -> tuple[str, str]:
     """One file of `dqc batch` (runs in a worker process): (status, message)."""
-    src, out, decode_mode, settings, overwrite, allow_large = job
-    from dqcodec.errors import DQCError
+    from dqcodec.cli.workers import run_job
 
+    from dqcodec.fileio import claim
+
+    src, out, decode_mode, settings, overwrite, allow_large = job
     if Path(out).exists() and not overwrite:
         return "skip", out
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        if decode_mode:
-            decode_file(src, out, settings.model, overwrite, 1, "cpu", allow_large)
-        else:
-            encode_file(src, out, settings, overwrite, 1, "cpu", allow_large)
-    except (DQCError, OSError) as e:
-        return "fail", f"{src}: {e}"
-    return "ok", out
+    made_elsewhere = False
 
+    def code_it() -> None:
+        nonlocal made_elsewhere
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with claim(Path(out)) as mine:
+            if not mine or (Path(out).exists() and not overwrite):
+                made_elsewhere = True  # another run is making it, or has made it
+                return
+            try:
+                if decode_mode:
+                    decode_file(src, out, settings.model, overwrite, 1, "cpu", allow_large)
+                else:
+                    encode_file(src, out, settings, overwrite, 1, "cpu", allow_large)
+            except OutputExistsError:
+                made_elsewhere = True
 
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
+    code, message = run_job(lambda: _outcome(code_it))
+    if code:
+        return "fail", message if message.startswith(src) else f"{src}: {message}"
+    return ("skip" if made_elsewhere else "ok"), out
 
 
 @main.command()
@@ -515,7 +627,12 @@ def batch(
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
+    from dqcodec.cli.workers import init_worker
+
+    if MAX_PIXELS_ERROR:
+        _fail(MAX_PIXELS_ERROR)
     suffixes = {".dqc"} if decode_mode else IMAGE_SUFFIXES
     new_suffix = f".{out_format}" if decode_mode else ".dqc"
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
@@ -535,16 +652,29 @@ def batch(
     counts = {"ok": 0, "skip": 0, "fail": len(targets) - len(jobs_list)}
     tty = sys.stderr.isatty()
     workers = max(1, min(len(jobs_list), jobs or os.cpu_count() or 1))
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+    # multiprocessing's resource tracker outlives a killed batch and would print a Python warning
+    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
+    pool = ProcessPoolExecutor(
+        workers, mp_context=mp.get_context("spawn"), initializer=init_worker, initargs=(os.getpid(),)
+    )
+    try:
         for i, (status, message) in enumerate(pool.map(_batch_one, jobs_list, chunksize=1), 1):
             counts[status] += 1
             if status == "fail":
                 click.echo(("\r" if tty else "") + f"dqc: error: {message}", err=True)
             bar = "#" * (30 * i // len(jobs_list))
-            line = (
-                f"[{bar:<30}] {i}/{len(jobs_list)} ok {counts['ok']} skipped {counts['skip']} failed {counts['fail']}"
-            )
+            tally = f"ok {counts['ok']} skipped {counts['skip']} failed {counts['fail']}"
+            line = f"[{bar:<30}] {i}/{len(jobs_list)} {tally}"
             click.echo(("\r" + line) if tty else line, err=True, nl=not tty)
+    except KeyboardInterrupt:
+        # not pool.shutdown, which waits for the jobs: the workers see this process end and stop,
+        # removing their temp files; a rerun resumes
+        click.echo(f"\ndqc: interrupted; {counts['ok']} files made, rerun to resume", err=True)
+        sys.stderr.flush()
+        os._exit(130)
+    except BrokenProcessPool:
+        _fail("a worker process died (out of memory?); finished files are kept, rerun to resume")
+    pool.shutdown()
     if tty:
         click.echo("", err=True)
     sys.exit(EXIT_INPUT if counts["fail"] else 0)

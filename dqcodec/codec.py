@@ -13,15 +13,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec import bitstream
+from dqcodec import arguments, bitstream
 from dqcodec.coding import PRECISION, TILE_SIZE, decode_tiles, encode_tiles
-from dqcodec.errors import DQCError, FormatError, MetadataWarning, SizeLimitError, TargetWarning
+from dqcodec.errors import ArgumentError, DQCError, FormatError, MetadataWarning, SizeLimitError, TargetWarning
 from dqcodec.loading import LoadedModel, load_model
 from dqcodec.models.dqvae import Tokens
 from dqcodec.qualitytarget import QualityTarget, parse_target, quality_for_target
 from dqcodec.ratecontrol import (
     DEFAULT_QUALITY,
     DEFAULT_TUNE,
+    MAX_SCALE,
+    MIN_SCALE,
     analyze,
     check_quality,
     coded_size,
@@ -58,8 +60,12 @@ def image_to_tensor(img: Image.Image | np.ndarray) -> tuple[torch.Tensor, int]:
         img = Image.fromarray(img)
     if not isinstance(img, Image.Image):
         raise DQCError(f"expected a PIL image or a uint8 array, got {type(img).__name__}")
+    if img.width < 1 or img.height < 1:
+        raise DQCError(f"the image is {img.width}x{img.height}: there is no picture to code")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
+    if img.mode in ("La", "RGBa"):  # premultiplied alpha: opaque means the colours are as they are
+        img = img.convert("LA" if img.mode == "La" else "RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
         if img.getchannel("A").getextrema()[0] < 255:
             raise DQCError("images with transparency are not supported; flatten them onto a background first")
@@ -69,7 +75,10 @@ def image_to_tensor(img: Image.Image | np.ndarray) -> tuple[torch.Tensor, int]:
     if img.mode in ("I", "F"):
         raise DQCError(f"{img.mode} images (32-bit integer or float) are not supported; convert to 8-bit first")
     color = bitstream.COLOR_GRAY if img.mode in ("L", "1") else bitstream.COLOR_RGB
-    rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    try:
+        rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except ValueError:
+        raise DQCError(f"{img.mode} images are not supported; convert to RGB or L first") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float() / 255.0, color
 
 
@@ -99,22 +108,29 @@ def encode(
     `device`, the integer prior on the CPU with `workers` threads (the symbols are the same for
     any count). An ICC profile for another colour space than the coded picture's (a CMYK one,
     say) is left out."""
-    m = load_model(model)
     if target_bpp is not None and target is not None:
         raise DQCError("give a target rate or a target quality, not both")
     if isinstance(target, str):
         target = parse_target(target)
-    if target_bpp is not None and not target_bpp > 0:
-        raise DQCError(f"target bpp must be positive, got {target_bpp}")
+    elif target is not None and not isinstance(target, QualityTarget):
+        raise ArgumentError(f"target must be a string such as 'psnr=30', got {type(target).__name__}")
+    if target_bpp is not None:
+        target_bpp = arguments.positive_real("target_bpp", target_bpp)
     if target_bpp is None and target is None:
         check_quality(quality)
+    if scale is not None:
+        scale = arguments.real("scale", scale, MIN_SCALE, MAX_SCALE)
+    workers, device = arguments.count("workers", workers), arguments.device(device)
+    icc_profile, exif = arguments.blob("icc_profile", icc_profile), arguments.blob("exif", exif)
+    xmp = arguments.blob("xmp", xmp)
+    m = load_model(model)
     schedule = schedule or Schedule()
     x, color = image_to_tensor(img)
     if icc_profile and icc_profile[36:40] == b"acsp" and icc_profile[16:20] != ICC_SPACE[color]:
         icc_profile = None
     h, w = x.shape[-2:]
     if target_bpp is None:
-        coded = coded_size(w, h, scale or 1.0)
+        coded = coded_size(w, h, 1.0 if scale is None else scale)
         a = analyze(m, resample_picture(x, *coded), device, tune)
         if target is not None:
             quality, reached = quality_for_target(
@@ -178,6 +194,7 @@ def decode_tokens(
     """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens.
     `model` None: the shipped model the file was made with. A picture (or coded picture) over
     `max_pixels` is refused before anything is allocated for it; None: no limit."""
+    max_pixels, workers = arguments.pixel_limit(max_pixels), arguments.count("workers", workers)
     if model is None:
         c = bitstream.read(data)
         m = load_model(model_named_by(c.header.model_id))
@@ -210,6 +227,7 @@ def reconstruct(
     """Tokens -> uint8 RGB array (height, width, 3): the DQ-VAE decoder's picture, cropped (to
     `coded` (width, height) and then resampled to width x height when the file says so)."""
     m = load_model(model)
+    device = arguments.device(device)
     cw, ch = coded or (width, height)
     y = synthesize(m.vae, tokens.levels[0], tuple(i[0] for i in tokens.idx), cw, ch, device)
     return resize(y, width, height).permute(1, 2, 0).numpy()
@@ -225,6 +243,7 @@ def decode(
     """Decompress .dqc bytes to a PIL image (mode RGB or L; ICC profile, EXIF and XMP in its info).
     `model` None: the shipped model the file was made with; a name: that one, or ModelMismatchError.
     A file whose picture is over `max_pixels` is refused (a small file can claim any size); None: no limit."""
+    device = arguments.device(device)
     c, tokens = decode_tokens(data, model, workers, max_pixels)
     model = model or model_named_by(c.header.model_id)
     rgb = reconstruct(tokens, c.header.width, c.header.height, model, device, c.coded_size)

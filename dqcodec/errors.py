@@ -35,3 +35,7 @@ class TargetWarning(DQCWarning):
 
 class MetadataWarning(DQCWarning):
     """Metadata the format cannot carry (a chunk over its size limit) was left out."""
+
+
+class ArgumentError(DQCError, ValueError):
+    """An argument of the API that dqc cannot take (wrong type, out of range, unknown device)."""

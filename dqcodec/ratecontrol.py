@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from dqcodec import arguments
 from dqcodec.bitstream import Tile
 from dqcodec.coding import encode_tiles, tile_grid
 from dqcodec.errors import DQCError
@@ -56,8 +57,7 @@ TILE_BITS = TILE_FRAMING_BITS + 8 * 2  # and about half a coder word of flush: a
 
 
 def check_quality(quality: float) -> None:
-    if not 0 <= quality <= 100:
-        raise DQCError(f"quality must be between 0 and 100, got {quality}")
+    arguments.real("quality", quality, 0, 100)
 
 
 def fixed_grid_level(quality: float) -> int:
@@ -247,8 +247,7 @@ def scales_for_bpp(target_bpp: float) -> list[float]:
 
 def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
     """Size of the picture the model codes for an image resampled by `scale`."""
-    if not MIN_SCALE <= scale <= MAX_SCALE:
-        raise DQCError(f"scale must be between {MIN_SCALE} and {MAX_SCALE}, got {scale}")
+    arguments.real("scale", scale, MIN_SCALE, MAX_SCALE)
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -260,7 +259,7 @@ def fit_rate(
     the smaller ones in turn; where none reaches it, the scale with the smallest file."""
     h, w = x.shape[-2:]
     floors: list[tuple[RateFit, tuple[int, int], Analysis]] = []
-    for s in [scale] if scale else scales_for_bpp(target_bpp):
+    for s in [scale] if scale is not None else scales_for_bpp(target_bpp):
         coded = coded_size(w, h, s)
         a = analyze(m, resample_picture(x, *coded), device, tune)
         fit = quality_for_bpp(m, a, h * w, target_bpp, schedule, 0.0 if coded == (w, h) else RSMP_BITS)

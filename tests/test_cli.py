@@ -258,7 +258,7 @@ def test_cmyk_goes_through_its_profile_to_rgb(tmp_path: Path) -> None:
 
     inks = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255]]], np.uint8)
     Image.fromarray(inks, "CMYK").save(tmp_path / "print.tif", icc_profile=cmyk_profile())
-    img = open_image(str(tmp_path / "print.tif"), allow_large=False)
+    img, _, _ = open_image(str(tmp_path / "print.tif"), allow_large=False)
     rgb = np.asarray(img).astype(int)
     assert img.mode == "RGB" and "icc_profile" not in img.info
     assert rgb[0, 0].tolist() == [255, 255, 255]
@@ -354,3 +354,112 @@ def test_small_files_cannot_make_the_decoder_allocate(tmp_path: Path) -> None:
             _one_line_error(r, 1)
             assert not (tmp_path / f"{name}.png").exists()
         assert peak < 600, (name, peak)
+
+
+@pytest.mark.parametrize("kind", ["png", "webp"])
+def test_malformed_exif_is_left_out_with_a_note(tmp_path: Path, small_image: Image.Image, kind: str) -> None:
+    src = tmp_path / f"bad_exif.{kind}"
+    small_image.save(src, exif=b"garbage-exif-data")  # Pillow raises SyntaxError on it (struct.error on others)
+    r = dqc("encode", str(src))
+    assert r.returncode == 0, r.stderr
+    assert b"Traceback" not in r.stderr and b"malformed EXIF left out" in r.stderr
+    assert dqcodec.decode(src.with_suffix(".dqc").read_bytes()).size == small_image.size
+
+
+def test_pixel_limit_from_the_environment(photo: Path) -> None:
+    import os
+
+    def run(limit: str, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DQC_MAX_PIXELS": limit}
+        return subprocess.run([DQC, *args], capture_output=True, env=env, timeout=300)
+
+    assert run("1e6", "--version").returncode == 0
+    assert run("1e6", "encode", str(photo), "-o", "-").returncode == 0
+    assert b"over the 0.001 MP limit" in run("1e3", "encode", str(photo), "-o", "-").stderr
+    assert run("many", "--version").returncode == 0
+    r = run("many", "encode", str(photo), "-o", "-")
+    _one_line_error(r, 1)
+    assert b"DQC_MAX_PIXELS" in r.stderr
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
+    """A 35 KB PNG of 60000x60000 pixels: refused by the memory its picture needs, even with
+    --allow-large, before its 10.8 GB of pixels are decoded."""
+    side = 60000
+    compressor = zlib.compressobj(9)
+    rows = b"".join(compressor.compress(bytes(1 + 3 * side)) for _ in range(200)) + compressor.flush()
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    r, peak = _peak_rss_mb("encode", str(bomb), "--allow-large")
+    _one_line_error(r, 1)
+    assert b"GiB of memory to encode" in r.stderr and peak < 600
+    assert not bomb.with_suffix(".dqc").exists()
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _batch_source(tmp_path: Path, count: int) -> Path:
+    from skimage import data
+
+    src = tmp_path / "src"
+    src.mkdir()
+    astronaut = Image.fromarray(data.astronaut())
+    for i in range(count):
+        astronaut.rotate(10 * i).resize((256, 256)).save(src / f"im{i}.png")
+    return src
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGTERM"])
+def test_batch_workers_die_with_the_batch(tmp_path: Path, signal_name: str) -> None:
+    import os
+    import signal
+    import time
+
+    src, dst = _batch_source(tmp_path, 6), tmp_path / "dst"
+    batch = subprocess.Popen([DQC, "batch", "-j", "2", str(src), str(dst)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (dst.is_dir() and any(dst.glob("*.dqc"))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = _children(batch.pid)
+    assert workers and batch.poll() is None, "the batch ended before it could be killed"
+    os.kill(batch.pid, getattr(signal, signal_name))
+    batch.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers), "workers outlived the batch"
+    left = sorted(p.name for p in dst.iterdir() if p.name.startswith("."))
+    assert signal_name == "SIGKILL" or not left, left  # SIGTERM unwinds: no temp or lock file
+    assert all(dqcodec.decode(p.read_bytes()) for p in dst.glob("*.dqc"))
+
+
+def test_two_batches_into_one_folder_code_each_file_once(tmp_path: Path) -> None:
+    src, dst = _batch_source(tmp_path, 6), tmp_path / "dst"
+    runs = [subprocess.Popen([DQC, "batch", "-j", "1", str(src), str(dst)], stderr=subprocess.PIPE) for _ in range(2)]
+    tallies = [run.communicate(timeout=300)[1].decode().strip().splitlines()[-1] for run in runs]
+    made = [int(t.split(" ok ")[1].split()[0]) for t in tallies]
+    assert sum(made) == 6, tallies
+    assert sorted(p.name for p in dst.iterdir()) == [f"im{i}.dqc" for i in range(6)]

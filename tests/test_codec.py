@@ -259,7 +259,7 @@ def test_target_bpp_lands_just_under_the_target_and_writes_that_quality() -> Non
 def test_targets_are_checked_before_any_work() -> None:
     img = synthetic_image(32, 32)
     for bpp in (float("nan"), 0.0, -1.0):
-        with pytest.raises(dqcodec.DQCError, match="target bpp"):
+        with pytest.raises(dqcodec.DQCError, match="target_bpp"):
             dqcodec.encode(img, target_bpp=bpp)
     with pytest.raises(dqcodec.DQCError, match="not both"):
         dqcodec.encode(img, target_bpp=0.1, target="psnr=30")
@@ -273,7 +273,41 @@ def test_pillow_plugin_errors_are_oserrors(tmp_path, small_image: Image.Image, s
     (tmp_path / "bad.dqc").write_bytes(bytes(corrupt))
     with pytest.raises(OSError, match="checksum"):
         Image.open(tmp_path / "bad.dqc")
-    with pytest.raises(OSError, match="target bpp"):
+    with pytest.raises(OSError, match="target_bpp"):
         small_image.save(tmp_path / "nan.dqc", bpp=float("nan"))
     with pytest.raises(OSError, match="METRIC=VALUE"):
         small_image.save(tmp_path / "t.dqc", target="blur=2")
+
+
+BAD_ARGUMENTS = {
+    "zero-size image": lambda img: dqcodec.encode(Image.new("RGB", (0, 10))),
+    "mode La, transparent": lambda img: dqcodec.encode(Image.new("La", (8, 8))),
+    "device cuda without CUDA": lambda img: dqcodec.encode(img, device="cuda"),
+    "device xyz": lambda img: dqcodec.encode(img, device="xyz"),
+    "quality as a string": lambda img: dqcodec.encode(img, quality="50"),
+    "quality True": lambda img: dqcodec.encode(img, quality=True),
+    "target_bpp as a string": lambda img: dqcodec.encode(img, target_bpp="0.1"),
+    "target as a number": lambda img: dqcodec.encode(img, target=30),
+    "scale 0": lambda img: dqcodec.encode(img, scale=0),
+    "scale as a string": lambda img: dqcodec.encode(img, scale="1"),
+    "workers 0": lambda img: dqcodec.encode(img, workers=0),
+    "workers as a string": lambda img: dqcodec.encode(img, workers="2"),
+    "exif as a string": lambda img: dqcodec.encode(img, exif="Exif"),
+    "decode max_pixels nan": lambda img: dqcodec.decode(dqcodec.encode(img, quality=0), max_pixels=float("nan")),
+    "decode max_pixels as a string": lambda img: dqcodec.decode(dqcodec.encode(img, quality=0), max_pixels="9"),
+    "decode device xyz": lambda img: dqcodec.decode(dqcodec.encode(img, quality=0), device="xyz"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARGUMENTS)
+def test_bad_arguments_are_refused_in_one_line(small_image: Image.Image, case: str) -> None:
+    if case.startswith("device cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(dqcodec.DQCError) as refused:
+        BAD_ARGUMENTS[case](small_image)
+    assert "\n" not in str(refused.value)
+
+
+def test_opaque_premultiplied_alpha_is_dropped(small_image: Image.Image) -> None:
+    opaque = small_image.convert("RGBA").convert("RGBa")
+    assert dqcodec.encode(opaque, quality=0) == dqcodec.encode(small_image, quality=0)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dqcodec.fileio import write_atomic
+from dqcodec.fileio import claim, write_atomic
 
 
 def mode(p: Path) -> int:
@@ -41,3 +41,28 @@ def test_failed_write_leaves_target_and_no_temp_file(tmp_path: Path) -> None:
         write_atomic(target, fail)
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dqc"]
+
+
+def test_no_clobber_holds_against_a_file_made_meanwhile(tmp_path: Path) -> None:
+    target = tmp_path / "a.dqc"
+
+    def another_run_finishes_first(f: object) -> None:
+        target.write_bytes(b"theirs")
+        f.write(b"mine")  # type: ignore[attr-defined]
+
+    with pytest.raises(FileExistsError):
+        write_atomic(target, another_run_finishes_first, overwrite=False)
+    assert target.read_bytes() == b"theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.dqc"]
+    write_atomic(tmp_path / "b.dqc", lambda f: f.write(b"new"), overwrite=False)
+    assert (tmp_path / "b.dqc").read_bytes() == b"new"
+
+
+def test_one_claim_at_a_time(tmp_path: Path) -> None:
+    target = tmp_path / "a.dqc"
+    with claim(target) as first:
+        with claim(target) as second:
+            assert first and not second
+    assert list(tmp_path.iterdir()) == []
+    with claim(target) as again:
+        assert again
