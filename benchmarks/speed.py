@@ -76,6 +76,18 @@ def name(codec: str, quality: float, scale: float) -> str:
     return f"{codec} q={quality}" + ("" if scale == 1 else f" scale {scale}")
 
 
+def parse_name(label: str) -> tuple[str, float, float]:
+    """A setting's name -> (codec, quality, scale), for settings that SETTINGS does not list."""
+    codec, _, rest = label.partition(" ")
+    if rest.startswith("--bpp "):
+        return f"{codec}-bpp", float(rest.split()[1]), 1
+    if rest.startswith("q="):
+        quality, _, scale = rest[2:].partition(" scale ")
+        q = float(quality)
+        return codec, int(q) if q.is_integer() else q, float(scale or 1)
+    raise SystemExit(f"cannot read the setting {label!r}: e.g. 'dq q=75', 'dq q=100 scale 1.5', 'dq --bpp 0.2'")
+
+
 def run(codec: str, q: float, scale: float, files: list[str], code_root: Path) -> dict:
     """One setting in a fresh process importing dqcodec from `code_root`."""
     path = [str(code_root), str(REPO), os.environ.get("PYTHONPATH", "")]
@@ -97,7 +109,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--baseline", default="11c1e41", help="a commit to time side by side ('' for none)")
-    ap.add_argument("--only", default="", help="comma-separated setting names, e.g. 'dq q=50,dq --bpp 0.1'")
+    ap.add_argument(
+        "--only", default="", help="comma-separated setting names, e.g. 'dq q=50,dq --bpp 0.1,dq q=75' (any q)"
+    )
     ap.add_argument("--stem", default="speed", help="name of the result file")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
@@ -108,9 +122,9 @@ def main() -> None:
         if args.baseline:
             subprocess.run(["git", "worktree", "add", "--detach", str(base_root), args.baseline], cwd=REPO, check=True)
         try:
-            for codec, q, scale in SETTINGS:
-                if only and name(codec, q, scale) not in only:
-                    continue
+            chosen = [s for s in SETTINGS if not only or name(*s) in only]
+            chosen += [parse_name(label) for label in sorted(only - {name(*s) for s in SETTINGS})]
+            for codec, q, scale in chosen:
                 results[name(codec, q, scale)] = run(codec, q, scale, files, REPO)
                 if args.baseline and (codec, q, scale) in BASELINE_SETTINGS:
                     results[name(codec, q, scale) + f" ({args.baseline})"] = run(codec, q, scale, files, base_root)
