@@ -12,6 +12,8 @@ The runs behind the default (10 images each; results under benchmarks/results/):
         --rules ranked --alphas 1,0.5,0 --stem allocation_lambda
     python -m benchmarks.allocation --images 10 --candidates mse_ssim@0.1,mse_ssim@0.15,luma \
         --rules ranked --stem allocation_mix
+    python -m benchmarks.allocation --images 10 --candidates mse_ssim@0.1 \
+        --rules ranked,rescue0.25,rescue0.5,rescue1 --stem allocation_rescue
 
 Every candidate decodes the image once per level (all coarse, all medium, all fine), measures a
 distortion D[l, i] of every 16x16 region i at every level l, and codes each region at
@@ -26,9 +28,11 @@ distortion (`dqcodec.rdo.multiplier`), so the shares follow each image's content
 
 Rules: "free" (every region its own least cost, as above), "ranked" (the gate's ranking of
 regions is kept, and only how many regions are fine and medium follows from the least total cost;
-settings named gate+<measure>) and "edgeW" (ranked, by the gate's score plus W x the edge error
-that the finer levels recover, `edge_ranking`). --alphas: lambda scales with the image's own
-all-medium error to this power (1: `rdo.multiplier`; 0: one lambda for all images; setting^alpha).
+settings named gate+<measure>), "edgeW" (ranked, by the gate's score plus W x the edge error
+that the finer levels recover, `edge_ranking`) and "rescueW" (ranked, then regions whose own
+least cost turns finer once W x their edge error counts are promoted, `rescue_structure`).
+--alphas: lambda scales with the image's own all-medium error to this power (1: `rdo.multiplier`;
+0: one lambda for all images; setting^alpha).
 
 Each setting is coded for real: exact bits under the integer prior (the .dqc size), picture from
 the decoder, PSNR, MS-SSIM and SSIMULACRA2. Writes allocation.json (per image and setting) and
@@ -84,12 +88,24 @@ def luma(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
 
 
 def edge_error(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
-    """Squared error of horizontal and vertical pixel differences, summed per region."""
+    """Squared error of horizontal and vertical pixel differences, summed per region: structure
+    (edges, strokes of text, thin lines) that a level loses or invents. Shapes as `rdo.region_distortion`."""
     d = decoded.double() - original.double()[None]
     gx, gy = d[..., :, 1:] - d[..., :, :-1], d[..., 1:, :] - d[..., :-1, :]
     return region_sums(
         F.pad(gx.pow(2).sum(1, keepdim=True), (0, 1)) + F.pad(gy.pow(2).sum(1, keepdim=True), (0, 0, 0, 1))
     )
+
+
+def rescue_structure(
+    levels: torch.Tensor, costs: RegionCosts, edge: torch.Tensor, lam: float, weight: float
+) -> torch.Tensor:
+    """Promote the regions whose own least cost is a finer level only once the structure term
+    counts: argmin D + weight * edge + lam * R above argmin D + lam * R. `edge` (L, h, w) is
+    `edge_error` relative to its all-medium total, like the default tune's D."""
+    plain = levels_at(costs, lam)
+    with_edges = torch.argmin(costs.distortion + weight * edge + lam * costs.rate, dim=0)
+    return torch.where(with_edges > plain, torch.maximum(levels, with_edges), levels)
 
 
 def grad(decoded: torch.Tensor, original: torch.Tensor) -> torch.Tensor:
@@ -153,7 +169,11 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=12)
     ap.add_argument("--qualities", default="10,25,40,55,70,85,95")
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
-    ap.add_argument("--rules", default="free,ranked", help="free, ranked, or edgeW: ranked by edge_ranking at weight W")
+    ap.add_argument(
+        "--rules",
+        default="free,ranked",
+        help="free, ranked, edgeW (ranked by edge_ranking at weight W) or rescueW (ranked, then rescue_structure)",
+    )
     ap.add_argument("--alphas", default="1", help="exponents of the image's own error in lambda (1: rdo.multiplier)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--stem", default="allocation", help="name of the result files")
@@ -191,13 +211,16 @@ def main() -> None:
                 for alpha in alphas:
                     setting = {"free": name, "ranked": f"gate+{name}"}.get(rule, f"gate+{name}+{rule}")
                     setting += "" if alpha == 1 else f"^{alpha:g}"
-                    ranking = a.score if rule in ("free", "ranked") else edge_ranking(a.score, edge, float(rule[4:]))
+                    ranking = a.score if not rule.startswith("edge") else edge_ranking(a.score, edge, float(rule[4:]))
                     for q in qualities:
                         lam = multiplier(c, q) * (typical[name] / _reference(c)) ** (1 - alpha)
                         if lam == float("inf"):
                             levels = torch.zeros(c.distortion.shape[1:], dtype=torch.long)
                         else:
                             levels = levels_at(c, lam) if rule == "free" else ranked_levels(c, ranking, lam)
+                            if rule.startswith("rescue"):
+                                edge_n = edge / edge[1].sum().clamp(min=1e-9)
+                                levels = rescue_structure(levels, c, edge_n, lam, float(rule[6:]))
                         rows.append({"image": f.name, "setting": setting, "quality": q,
                                      **code(m, a, levels, img, ref, metrics)})  # fmt: skip
                     settings.append(setting)

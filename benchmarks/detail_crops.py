@@ -3,7 +3,9 @@
     python -m benchmarks.detail_crops [--kodak ../shared/data/kodak] [--bpp 0.1]
 
 For each image: the original, dqc before (the gate's fixed shares, the default up to dqc 0.2),
-dqc now (the default tune), dqc with a ranking that adds edge error (an experiment), and WebP and
+dqc now (the default tune), two experiments for structure (a ranking that adds edge error; the
+default map with regions promoted where edge error turns their own least cost finer, "rescue W",
+see benchmarks/allocation.py and allocation_rescue.md for their cost on BSDS500), and WebP and
 AVIF files of at most the same size (or their smallest, if that is over), each crop enlarged 3x
 without smoothing. Every dqc file is the highest quality whose coded size stays at or under the
 target (bisection on the real file). Writes detail_<image>.png and detail_crops.json (bpp and
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,12 +25,12 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from benchmarks.allocation import edge_error, edge_ranking, gate_levels
+from benchmarks.allocation import edge_error, edge_ranking, gate_levels, rescue_structure
 from benchmarks.codecs import pillow_encode
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import LoadedModel, load_model
 from dqcodec.ratecontrol import Analysis, analyze, decode_every_level, highest, levels_for_quality
-from dqcodec.rdo import STRUCTURAL_SCALE, choose_levels
+from dqcodec.rdo import STRUCTURAL_SCALE, choose_levels, multiplier
 from dqcodec.transform import synthesize
 
 # image -> crops (left, top, right, bottom) in pixels
@@ -38,6 +41,7 @@ CROPS = {
 ZOOM = 3
 Levels = Callable[[LoadedModel, Analysis, float], torch.Tensor]
 EDGE_WEIGHT = 1.5
+RESCUE_WEIGHTS = (0.25, 0.5)
 
 
 def edge_levels(edge: torch.Tensor) -> Levels:
@@ -51,13 +55,29 @@ def edge_levels(edge: torch.Tensor) -> Levels:
     return levels
 
 
+def rescue_levels(edge: torch.Tensor, weight: float) -> Levels:
+    """The default tune's map, then `benchmarks.allocation.rescue_structure`: regions whose own least cost turns
+    finer once edge error counts (at `weight` of its all-medium total) are promoted."""
+    edge_n = edge / edge[1].sum().clamp(min=1e-9)
+
+    def levels(m: LoadedModel, a: Analysis, q: float) -> torch.Tensor:
+        assert a.costs is not None
+        base = levels_for_quality(m, a, q)[0]
+        lam = multiplier(a.costs, q, STRUCTURAL_SCALE)
+        return base if math.isinf(lam) else rescue_structure(base, a.costs, edge_n, lam, weight)
+
+    return levels
+
+
 def dqc_settings(m: LoadedModel, a: Analysis, img: Image.Image) -> dict[str, Levels]:
     original = (image_to_tensor(img)[0][0] * 255).round().to(torch.uint8)
     decoded = decode_every_level(m, a.idx, img.width, img.height)
+    edge = edge_error(decoded, original)
     return {
         "dqc before": gate_levels,
         "dqc now": lambda m, a, q: levels_for_quality(m, a, q)[0],
-        f"dqc edges {EDGE_WEIGHT:g}": edge_levels(edge_error(decoded, original)),
+        f"dqc edges {EDGE_WEIGHT:g}": edge_levels(edge),
+        **{f"dqc rescue {w:g}": rescue_levels(edge, w) for w in RESCUE_WEIGHTS},
     }
 
 
