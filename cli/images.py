@@ -79,10 +79,10 @@ def check_memory(src: str, width: int, height: int, bytes_per_pixel: int, doing:
         )
 
 
-def open_image(src: str, allow_large: bool) -> tuple[Image.Image, bytes | None, list[str]]:
-    """Read an image for encoding: size and memory limits enforced before its pixels are
-    decoded, EXIF orientation applied. Returns the picture, its EXIF block and notes for the
-    user (Pillow's warnings, or malformed EXIF that was left out)."""
+def open_image(src: str, allow_large: bool, data: bytes | None = None) -> tuple[Image.Image, bytes | None, list[str]]:
+    """Read an image for encoding (the file `src`, or `data` named so in messages): size and
+    memory limits enforced before its pixels are decoded, EXIF orientation applied. Returns the
+    picture, its EXIF block and notes for the user (Pillow's warnings, malformed EXIF left out)."""
     from dqcodec.errors import DQCError
 
     Image.MAX_IMAGE_PIXELS = None  # dqc's own limits below; the header is read before any pixel
@@ -90,7 +90,7 @@ def open_image(src: str, allow_large: bool) -> tuple[Image.Image, bytes | None, 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            img = Image.open(io.BytesIO(read_input(src)))
+            img = Image.open(io.BytesIO(read_input(src) if data is None else data))
             if img.width * img.height > MAX_PIXELS and not allow_large:
                 raise DQCError(
                     f"{src}: {img.width}x{img.height} is over the {MAX_PIXELS / 1e6:g} MP limit (use --allow-large)"

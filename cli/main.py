@@ -11,28 +11,26 @@ import io
 import json
 import os
 import sys
-import warnings
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
+from dqcodec.cli.files import (
+    EXIT_INPUT,
+    EncodeSettings,
+    check_output,
+    decode_file,
+    encode_file,
+    outcome,
+    write_output,
+)
 from dqcodec.cli.images import (
-    DECODE_BYTES_PER_PIXEL,
     IMAGE_SUFFIXES,
     MAX_PIXELS,
     MAX_PIXELS_ERROR,
-    PNG_XMP_KEY,
-    check_memory,
-    open_image,
-    optional_formats,
     read_input,
-    xmp_of,
 )
 from PIL import Image
-
-EXIT_INPUT, EXIT_INTEGRITY, EXIT_MODEL, EXIT_BUG = 1, 3, 4, 5
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
@@ -40,32 +38,9 @@ def _fail(message: str, code: int = EXIT_INPUT) -> None:
     sys.exit(code)
 
 
-def _outcome(fn: Callable[[], object]) -> tuple[int, str]:
-    """Run fn: (0, "") on success, else the exit code and a one-line message."""
-    from dqcodec.errors import DQCError, IntegrityError, ModelMismatchError
-
-    try:
-        fn()
-        return 0, ""
-    except IntegrityError as e:
-        return EXIT_INTEGRITY, str(e)
-    except ModelMismatchError as e:
-        return EXIT_MODEL, str(e)
-    except (DQCError, OutputExistsError) as e:
-        return EXIT_INPUT, str(e)
-    except OSError as e:
-        return EXIT_INPUT, (f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e))
-    except MemoryError:
-        return EXIT_INPUT, "out of memory"
-    except Exception as e:  # noqa: BLE001 - a bug in dqc still gets one line, and the traceback on request
-        if os.environ.get("DQC_DEBUG"):
-            raise
-        return EXIT_BUG, f"internal error, please report it: {type(e).__name__}: {e} (DQC_DEBUG=1 shows where)"
-
-
 def _attempt(fn: Callable[[], object]) -> int:
     """Run fn; a library or I/O error becomes a one-line message on stderr. Returns the exit code."""
-    code, message = _outcome(fn)
+    code, message = outcome(fn)
     if code:
         click.echo(f"dqc: error: {message}", err=True)
     return code
@@ -85,28 +60,6 @@ def _run_each(srcs: tuple[str, ...], dst: str | None, fn: Callable[[str], object
         sys.exit(failed[0])
 
 
-class OutputExistsError(Exception):
-    """The output appeared (made by another run) after the check before the work."""
-
-
-def _write_output(dst: str, data: bytes, overwrite: bool) -> None:
-    """Write to stdout or atomically to a file; never replacing one without `overwrite`, even one
-    made meanwhile (callers check `_check_output` before the work, to fail early)."""
-    from dqcodec.errors import DQCError
-    from dqcodec.fileio import write_atomic
-
-    if dst == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-        return
-    try:
-        write_atomic(Path(dst), lambda f: f.write(data), overwrite=overwrite)
-    except FileExistsError:
-        raise OutputExistsError(f"{dst} exists (use --overwrite to replace it)") from None
-    except OSError as e:  # name the output, not the temp file beside it
-        raise DQCError(f"{dst}: cannot write it ({e.strerror or e})") from None
-
-
 def _setup(threads: int | None, device: str) -> None:
     import torch
 
@@ -120,128 +73,17 @@ def _setup(threads: int | None, device: str) -> None:
         raise DQCError("--device cuda: no CUDA device is available to torch here")
 
 
-def _check_output(out: str, overwrite: bool) -> None:
-    from dqcodec.errors import DQCError
-
-    if out == "-":
-        return
-    path = Path(out)
-    if path.is_dir():
-        raise DQCError(f"{out} is a folder; name the output file")
-    if not path.parent.is_dir():
-        raise DQCError(f"{out}: there is no folder {path.parent}")
-    if path.exists() and not overwrite:
-        raise DQCError(f"{out} exists (use --overwrite to replace it)")
-
-
-@dataclass(frozen=True)
-class EncodeSettings:
-    quality: float
-    target_bpp: float | None
-    model: str | None  # None: the default model (encoding), the file's (decoding)
-    tune: str
-    scale: float | None = None
-    target: str | None = None  # a quality target, e.g. "psnr=30"
-
-
-def encode_file(
-    src: str,
-    out: str,
-    settings: EncodeSettings,
-    overwrite: bool,
-    threads: int | None,
-    device: str,
-    allow_large: bool,
-) -> tuple[bytes, tuple[int, int]]:
-    import dqcodec
-    from dqcodec.errors import DQCWarning
-    from dqcodec.shipped import DEFAULT_MODEL
-
-    _check_output(out, overwrite)
-    img, exif, image_notes = open_image(src, allow_large)
-    for note in image_notes:
-        click.echo(f"dqc: note: {src}: {note}", err=True)
-    with warnings.catch_warnings(record=True) as notes:
-        warnings.simplefilter("always", DQCWarning)
-        data = dqcodec.encode(
-            img,
-            quality=settings.quality,
-            target_bpp=settings.target_bpp,
-            model=settings.model or DEFAULT_MODEL,
-            tune=settings.tune,
-            scale=settings.scale,
-            target=settings.target,
-            icc_profile=img.info.get("icc_profile"),
-            exif=exif,
-            xmp=xmp_of(img),
-            workers=threads,
-            device=device,
-        )
-    for note in notes:
-        if issubclass(note.category, DQCWarning):
-            click.echo(f"dqc: note: {src}: {note.message}", err=True)
-    _write_output(out, data, overwrite)
-    return data, img.size
-
-
-def decode_file(
-    src: str, out: str, model: str | None, overwrite: bool, threads: int | None, device: str, allow_large: bool = False
-) -> None:
-    import dqcodec
-    from dqcodec.errors import DQCError
-
-    _check_output(out, overwrite)
-    optional_formats()
-    fmt = "PNG" if out == "-" else Image.registered_extensions().get(Path(out).suffix.lower())
-    if fmt is None or fmt == "DQC":
-        raise DQCError(f"cannot tell an image format from {out!r}; use .png")
-    limit = None if allow_large else MAX_PIXELS
-    data = read_input(src)
-    if allow_large:  # without it, the pixel limit comes first
-        _check_decode_memory(src, data)
-    try:
-        img = dqcodec.decode(data, model=model, workers=threads, device=device, max_pixels=limit)
-    except dqcodec.SizeLimitError as e:
-        raise DQCError(f"{src}: {e} (use --allow-large)") from None
-    buf = io.BytesIO()
-    params = {k: img.info[k] for k in ("icc_profile", "exif", "xmp") if k in img.info}
-    if fmt == "PNG" and "xmp" in img.info:  # Pillow writes PNG XMP only as this iTXt chunk
-        from PIL import PngImagePlugin
-
-        text = PngImagePlugin.PngInfo()
-        text.add_itxt(PNG_XMP_KEY, img.info["xmp"].decode("utf-8", "replace"))
-        params["pnginfo"] = text
-    try:
-        img.save(buf, format=fmt, **params)
-    except (OSError, ValueError, KeyError):
-        buf = io.BytesIO()
-        img.save(buf, format=fmt)
-    _write_output(out, buf.getvalue(), overwrite)
-
-
-def _check_decode_memory(src: str, data: bytes) -> None:
-    from dqcodec import bitstream
-    from dqcodec.errors import FormatError
-
-    try:
-        c = bitstream.read(data)
-    except FormatError:
-        return  # decoding reports it
-    width, height = max((c.header.width, c.header.height), (c.coded_width, c.coded_height), key=lambda s: s[0] * s[1])
-    check_memory(src, width, height, DECODE_BYTES_PER_PIXEL, "decode")
-
-
 def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
     from dqcodec.codec import decode_tokens, reconstruct
     from dqcodec.granularity_map import draw
 
-    _check_output(map_path, overwrite)
+    check_output(map_path, overwrite)
     c, tokens = decode_tokens(data)
     picture = Image.fromarray(reconstruct(tokens, c.coded_width, c.coded_height))  # the map is on the coded grid
     overlay = draw(picture, tokens.levels[0]).resize((c.header.width, c.header.height))
     buf = io.BytesIO()
     overlay.save(buf, format="PNG")
-    _write_output(map_path, buf.getvalue(), overwrite)
+    write_output(map_path, buf.getvalue(), overwrite)
 
 
 QUALITY_OPTION = click.option(
@@ -424,41 +266,9 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
     _run(go)
 
 
-def _batch_one(job: tuple) -> tuple[str, str]:
-    """One file of `dqc batch` (runs in a worker process): (status, message)."""
-    from dqcodec.cli.workers import run_job
-
-    from dqcodec.fileio import claim
-
-    src, out, decode_mode, settings, overwrite, allow_large = job
-    if Path(out).exists() and not overwrite:
-        return "skip", out
-    made_elsewhere = False
-
-    def code_it() -> None:
-        nonlocal made_elsewhere
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        with claim(Path(out)) as mine:
-            if not mine or (Path(out).exists() and not overwrite):
-                made_elsewhere = True  # another run is making it, or has made it
-                return
-            try:
-                if decode_mode:
-                    decode_file(src, out, settings.model, overwrite, 1, "cpu", allow_large)
-                else:
-                    encode_file(src, out, settings, overwrite, 1, "cpu", allow_large)
-            except OutputExistsError:
-                made_elsewhere = True
-
-    code, message = run_job(lambda: _outcome(code_it))
-    if code:
-        return "fail", message if message.startswith(src) else f"{src}: {message}"
-    return ("skip" if made_elsewhere else "ok"), out
-
-
 @main.command()
-@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("src", required=False)
+@click.argument("dst", required=False)
 @QUALITY_OPTION
 @click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
 @TARGET_OPTION
@@ -474,12 +284,29 @@ def _batch_one(job: tuple) -> tuple[str, str]:
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), help="[default: dq; with --decode: each file's]")
 @TUNE_OPTION
 @SCALE_OPTION
-@click.option("-j", "--jobs", type=click.IntRange(1), default=None, help="worker processes [default: CPU cores]")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(1),
+    default=None,
+    help="worker processes (pool or LocalCluster) [default: CPU cores]",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="run on a Dask cluster: its scheduler (tcp://host:8786), or 'local' for a LocalCluster (needs dqcodec[dask])",
+)
+@click.option(
+    "--threads", type=click.IntRange(1), default=1, show_default=True, help="with --scheduler local: threads per worker"
+)
 @click.option("--overwrite", is_flag=True, help="redo files whose output exists (default: skip them, i.e. resume)")
 @click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
+@click.option(
+    "--report", "report_dst", metavar="DST", help="summarise the manifest of an earlier run into DST, and stop"
+)
 def batch(
-    src: Path,
-    dst: Path,
+    src: str | None,
+    dst: str | None,
     quality: float,
     target_bpp: float | None,
     target: str | None,
@@ -489,68 +316,49 @@ def batch(
     tune: str,
     scale: float | None,
     jobs: int | None,
+    scheduler: str | None,
+    threads: int,
     overwrite: bool,
     allow_large: bool,
+    report_dst: str | None,
 ) -> None:
     """Encode every image under SRC (recursively) into the same tree under DST (with --decode:
-    decode every .dqc file).
+    decode every .dqc file). SRC and DST are folders or fsspec URLs (s3://bucket/prefix, gs://,
+    memory://, file://).
 
     Files whose output already exists are skipped, so an interrupted run resumes. A file that
-    fails is reported and the run goes on; the exit code is 1 if any file failed.
+    fails is reported and the run goes on; the exit code is 1 if any file failed. Every input
+    gets a row in DST/dqc-manifest/ (JSON Lines: source, output, status, bytes, bpp, seconds,
+    worker, error); --report DST summarises it.
     """
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    from dqcodec.cli import batch as batching
 
-    from dqcodec.cli.workers import init_worker
-
-    if MAX_PIXELS_ERROR:
-        _fail(MAX_PIXELS_ERROR)
-    suffixes = {".dqc"} if decode_mode else IMAGE_SUFFIXES
-    new_suffix = f".{out_format}" if decode_mode else ".dqc"
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-    if not files:
-        _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
+    if report_dst:
+        _run(lambda: click.echo(batching.report(report_dst)))
+        return
+    if not src or not dst:
+        raise click.UsageError("give SRC and DST (or --report DST)")
     if target_bpp is not None and target is not None:
         raise click.UsageError("--bpp and --target both set the trade-off: give one")
+    if MAX_PIXELS_ERROR:
+        _fail(MAX_PIXELS_ERROR)
     settings = EncodeSettings(quality, target_bpp, model, tune, scale, target)
-    targets = [(p, (dst / p.relative_to(src)).with_suffix(new_suffix)) for p in files]
-    shared = {out for out, n in Counter(out for _, out in targets).items() if n > 1}  # photo.png and photo.jpg
-    for p, out in targets:
-        if out in shared:
-            click.echo(f"dqc: error: {p}: another file under {src} also becomes {out}; rename one", err=True)
-    jobs_list = [
-        (str(p), str(out), decode_mode, settings, overwrite, allow_large) for p, out in targets if out not in shared
-    ]
-    counts = {"ok": 0, "skip": 0, "fail": len(targets) - len(jobs_list)}
-    tty = sys.stderr.isatty()
-    workers = max(1, min(len(jobs_list), jobs or os.cpu_count() or 1))
-    # multiprocessing's resource tracker outlives a killed batch and would print a Python warning
-    sys.warnoptions.append("ignore:resource_tracker:UserWarning")
-    pool = ProcessPoolExecutor(
-        workers, mp_context=mp.get_context("spawn"), initializer=init_worker, initargs=(os.getpid(),)
-    )
-    try:
-        for i, (status, message) in enumerate(pool.map(_batch_one, jobs_list, chunksize=1), 1):
-            counts[status] += 1
-            if status == "fail":
-                click.echo(("\r" if tty else "") + f"dqc: error: {message}", err=True)
-            bar = "#" * (30 * i // len(jobs_list))
-            tally = f"ok {counts['ok']} skipped {counts['skip']} failed {counts['fail']}"
-            line = f"[{bar:<30}] {i}/{len(jobs_list)} {tally}"
-            click.echo(("\r" + line) if tty else line, err=True, nl=not tty)
-    except KeyboardInterrupt:
-        # not pool.shutdown, which waits for the jobs: the workers see this process end and stop,
-        # removing their temp files; a rerun resumes
-        click.echo(f"\ndqc: interrupted; {counts['ok']} files made, rerun to resume", err=True)
-        sys.stderr.flush()
-        os._exit(130)
-    except BrokenProcessPool:
-        _fail("a worker process died (out of memory?); finished files are kept, rerun to resume")
-    pool.shutdown()
-    if tty:
-        click.echo("", err=True)
-    sys.exit(EXIT_INPUT if counts["fail"] else 0)
+    suffixes = {".dqc"} if decode_mode else IMAGE_SUFFIXES
+    image_format = Image.registered_extensions()[f".{out_format}"]
+    listed: list = []
+    _run(lambda: listed.extend(batching.list_jobs(
+        src, dst, decode_mode, f".{out_format}", image_format, settings, overwrite, allow_large, suffixes
+    )))  # fmt: skip
+    job_list, errors, done = listed
+    if not job_list and not errors and not done:
+        _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
+    if scheduler:
+        rows = batching.run_dask(job_list, scheduler, jobs, threads)
+    else:
+        rows = batching.run_pool(job_list, max(1, min(len(job_list), jobs or os.cpu_count() or 1)))
+    failed: list[int] = []
+    _run(lambda: failed.append(batching.run_batch(job_list, errors, done, dst, rows)))
+    sys.exit(EXIT_INPUT if failed[0] else 0)
 
 
 if __name__ == "__main__":

@@ -85,6 +85,27 @@ def claim(path: Path) -> Iterator[bool]:
         os.close(fd)
 
 
+def sweep_stale(folder: Path) -> int:
+    """Remove the temp and lock files under `folder` that a killed writer left (its claim is
+    free); a live writer's are kept. Returns how many were removed."""
+    removed = 0
+    for leftover in sorted(Path(folder).rglob(".*")):
+        name = leftover.name
+        if name.endswith(".lock"):
+            target = name[1:-5]
+        elif name.endswith(".part"):
+            target = name[1:].rsplit(".", 2)[0]  # .NAME.<random>.part
+        else:
+            continue
+        with claim(leftover.parent / target) as free:
+            if free and leftover.exists() and name.endswith(".part"):
+                leftover.unlink()
+                removed += 1
+            elif free:
+                removed += 1  # the lock file itself: the claim removes it
+    return removed
+
+
 def _replaced_mode(path: Path) -> int:
     try:
         return stat.S_IMODE(path.stat().st_mode)

@@ -254,7 +254,7 @@ def cmyk_profile() -> bytes:
 
 
 def test_cmyk_goes_through_its_profile_to_rgb(tmp_path: Path) -> None:
-    from dqcodec.cli.main import open_image
+    from dqcodec.cli.images import open_image
 
     inks = np.array([[[0, 0, 0, 0], [255, 0, 0, 0], [0, 0, 0, 255]]], np.uint8)
     Image.fromarray(inks, "CMYK").save(tmp_path / "print.tif", icc_profile=cmyk_profile())
@@ -462,4 +462,5 @@ def test_two_batches_into_one_folder_code_each_file_once(tmp_path: Path) -> None
     tallies = [run.communicate(timeout=300)[1].decode().strip().splitlines()[-1] for run in runs]
     made = [int(t.split(" ok ")[1].split()[0]) for t in tallies]
     assert sum(made) == 6, tallies
-    assert sorted(p.name for p in dst.iterdir()) == [f"im{i}.dqc" for i in range(6)]
+    assert sorted(p.name for p in dst.iterdir()) == ["dqc-manifest", *(f"im{i}.dqc" for i in range(6))]
+    assert len(list((dst / "dqc-manifest").glob("*.jsonl"))) == 2  # one part from each run
