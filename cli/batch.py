@@ -1,7 +1,8 @@
 """`dqc batch`: every picture under SRC coded into the same tree under DST.
 
-SRC and DST are folders or fsspec URLs (s3://, gs://, memory://, file://). The files run on a
-local process pool, or as one task each on a Dask cluster (`--scheduler`). Each task is pure:
+SRC and DST are folders or fsspec URLs (s3://, gs://, file://; not memory://, which is one
+process's own). The files run on a local process pool, or as one task each on a Dask cluster
+(`--scheduler`). Each task is pure:
 it reads its source, writes its output whole (a temp file renamed into place on a local disk, a
 single PUT on an object store) and returns a manifest row; the only state a worker keeps is the
 model, loaded once per process (dqcodec.loading.load_model is cached). The run's rows go to

@@ -324,7 +324,7 @@ def batch(
 ) -> None:
     """Encode every image under SRC (recursively) into the same tree under DST (with --decode:
     decode every .dqc file). SRC and DST are folders or fsspec URLs (s3://bucket/prefix, gs://,
-    memory://, file://).
+    file://).
 
     Files whose output already exists are skipped, so an interrupted run resumes. A file that
     fails is reported and the run goes on; the exit code is 1 if any file failed. Every input
