@@ -14,27 +14,16 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image
 
+from benchmarks.memory_per_pixel import peak_of
 from dqcodec.codec import image_to_tensor
 from dqcodec.loading import load_model
 from dqcodec.ratecontrol import DEFAULT_TUNE, fit_rate
 from dqcodec.tokens import Schedule
-
-PEAK_OF_CHILD = (
-    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-)
-
-
-def peak_mb(args: list[str]) -> float:
-    cmd = [sys.executable, "-c", PEAK_OF_CHILD, sys.executable, "-m", "dqcodec.cli.main", *args]
-    return int(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout) / 1024
 
 
 def main() -> None:
@@ -53,8 +42,8 @@ def main() -> None:
                 coded, _, fit = fit_rate(m, x, target, None, Schedule(), "cpu", DEFAULT_TUNE)
                 scale = coded[0] / x.shape[-1]
                 out = os.path.join(tmp, "out.dqc")
-                by_bpp = peak_mb(["encode", str(f), "-o", out, "--overwrite", "--bpp", str(target)])
-                by_q = peak_mb(["encode", str(f), "-o", out, "--overwrite", "-q", str(fit.quality),
+                by_bpp, _ = peak_of(["encode", str(f), "-o", out, "--overwrite", "--bpp", str(target)])
+                by_q, _ = peak_of(["encode", str(f), "-o", out, "--overwrite", "-q", str(fit.quality),
                                 "--scale", f"{scale:.6f}"])  # fmt: skip
                 rows.append({"image": f.name, "target": target, "quality": fit.quality, "scale": scale,
                              "bpp_peak_mb": by_bpp, "q_peak_mb": by_q, "difference_mb": by_bpp - by_q})  # fmt: skip

@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,9 +132,10 @@ def code_one_in_pool(job: Job) -> Row:
 def list_jobs(
     src: str, dst: str, decode: bool, image_suffix: str, image_format: str, settings: EncodeSettings,
     overwrite: bool, allow_large: bool, suffixes: set[str],
-) -> tuple[list[Job], list[str], list[Row]]:  # fmt: skip
-    """The jobs for every input under src, errors for inputs that would share an output, and
-    rows for inputs whose output DST already has (one listing of DST, not a task each)."""
+) -> tuple[list[Job], list[Row]]:  # fmt: skip
+    """The jobs for every input under src, and the rows of inputs settled without one: failed
+    where two would share an output, skipped where DST already has it (one listing of DST, not
+    a task each)."""
     src_fs, src_root = url_to_fs(src)
     dst_fs, dst_root = url_to_fs(dst)
     if not src_fs.isdir(src_root):
@@ -149,15 +150,19 @@ def list_jobs(
         out = f"{dst_root.rstrip('/')}/{stem}{new_suffix}"
         pairs.append((_url(src_fs, path), _url(dst_fs, out)))
     shared = {out for out, n in Counter(out for _, out in pairs).items() if n > 1}  # photo.png and photo.jpg
-    errors = [f"{s}: another file under {src} also becomes {out}; rename one" for s, out in pairs if out in shared]
+    settled = [
+        Row(s, out, status="fail", error=f"{s}: another file under {src} also becomes {out}; rename one", worker="")
+        for s, out in pairs
+        if out in shared
+    ]
     existing = set() if overwrite or not dst_fs.isdir(dst_root) else {_url(dst_fs, p) for p in dst_fs.find(dst_root)}
-    done = [Row(s, out, status="skip", worker="") for s, out in pairs if out in existing and out not in shared]
+    settled += [Row(s, out, status="skip", worker="") for s, out in pairs if out in existing and out not in shared]
     jobs = [
         Job(s, out, decode, image_format, settings, overwrite, allow_large)
         for s, out in pairs
         if out not in shared and out not in existing
     ]
-    return jobs, errors, done
+    return jobs, settled
 
 
 def _url(fs: object, path: str) -> str:
@@ -242,9 +247,9 @@ def report(dst: str) -> str:
 class Progress:
     """A bar with counts and an ETA on a terminal; a plain line every PLAIN_PROGRESS_SECONDS otherwise."""
 
-    def __init__(self, total: int, failed_before: int) -> None:
+    def __init__(self, total: int) -> None:
         self.total, self.done, self.start = total, 0, time.monotonic()
-        self.counts = Counter({"ok": 0, "skip": 0, "fail": failed_before})
+        self.counts = Counter({"ok": 0, "skip": 0, "fail": 0})
         self.tty, self.shown_at = sys.stderr.isatty(), 0.0
 
     def update(self, row: Row) -> None:
@@ -340,20 +345,18 @@ def run_dask(jobs: list[Job], scheduler: str, workers: int | None, threads: int)
             cluster.close()
 
 
-def run_batch(jobs: list[Job], errors: Iterable[str], done: list[Row], dst: str, rows: Iterator[Row]) -> int:
-    """Report and record every row; returns the number of failed inputs."""
-    errors = list(errors)
-    for e in errors:
-        click.echo(f"dqc: error: {e}", err=True)
-    if done:
-        click.echo(f"dqc: {len(done)} files are done already (their outputs exist); skipping them", err=True)
-    progress, manifest = Progress(len(jobs), len(errors)), Manifest(dst)
-    progress.counts["skip"] = len(done)
-    for e in errors:
-        source = e.split(": another file", 1)[0]
-        manifest.add(Row(source, "", status="fail", error=e, worker=""))
-    for row in done:
+def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row]) -> int:
+    """Report and record every row (those `list_jobs` settled first); returns the number of failed inputs."""
+    progress, manifest = Progress(len(jobs)), Manifest(dst)
+    for row in settled:
+        progress.counts[row.status] += 1
         manifest.add(row)
+        if row.status == "fail":
+            click.echo(f"dqc: error: {row.error}", err=True)
+    if progress.counts["skip"]:
+        click.echo(
+            f"dqc: {progress.counts['skip']} files are done already (their outputs exist); skipping them", err=True
+        )
     try:
         for row in rows:
             manifest.add(row)

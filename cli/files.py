@@ -34,7 +34,7 @@ class OutputExistsError(Exception):
 
 def write_output(dst: str, data: bytes, overwrite: bool) -> None:
     """Write to stdout or atomically to a file; never replacing one without `overwrite`, even one
-    made meanwhile (callers check `_check_output` before the work, to fail early)."""
+    made meanwhile (callers check `check_output` before the work, to fail early)."""
     from dqcodec.errors import DQCError
     from dqcodec.fileio import write_atomic
 

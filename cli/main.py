@@ -349,15 +349,15 @@ def batch(
     _run(lambda: listed.extend(batching.list_jobs(
         src, dst, decode_mode, f".{out_format}", image_format, settings, overwrite, allow_large, suffixes
     )))  # fmt: skip
-    job_list, errors, done = listed
-    if not job_list and not errors and not done:
+    job_list, settled = listed
+    if not job_list and not settled:
         _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
     if scheduler:
         rows = batching.run_dask(job_list, scheduler, jobs, threads)
     else:
         rows = batching.run_pool(job_list, max(1, min(len(job_list), jobs or os.cpu_count() or 1)))
     failed: list[int] = []
-    _run(lambda: failed.append(batching.run_batch(job_list, errors, done, dst, rows)))
+    _run(lambda: failed.append(batching.run_batch(job_list, settled, dst, rows)))
     sys.exit(EXIT_INPUT if failed[0] else 0)
 
 

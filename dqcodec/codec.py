@@ -22,8 +22,6 @@ from dqcodec.qualitytarget import QualityTarget, parse_target, quality_for_targe
 from dqcodec.ratecontrol import (
     DEFAULT_QUALITY,
     DEFAULT_TUNE,
-    MAX_SCALE,
-    MIN_SCALE,
     analyze,
     check_quality,
     coded_size,
@@ -118,8 +116,6 @@ def encode(
         target_bpp = arguments.positive_real("target_bpp", target_bpp)
     if target_bpp is None and target is None:
         check_quality(quality)
-    if scale is not None:
-        scale = arguments.real("scale", scale, MIN_SCALE, MAX_SCALE)
     workers, device = arguments.count("workers", workers), arguments.device(device)
     icc_profile, exif = arguments.blob("icc_profile", icc_profile), arguments.blob("exif", exif)
     xmp = arguments.blob("xmp", xmp)
