@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py dqcodec/_native.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# the local CPU build of torch first, so the dependency range does not pull a CUDA build
@@ -36,4 +36,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.report
 
 clean:
-	rm -rf $(VENV) out build *.egg-info
+	rm -rf $(VENV) out build *.egg-info dqcodec/*.so

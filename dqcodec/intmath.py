@@ -18,6 +18,7 @@ import math
 import os
 import threading
 from functools import cache
+from types import ModuleType
 
 import torch
 
@@ -156,6 +157,23 @@ def int8_matmul_is_exact() -> bool:
     except (RuntimeError, AttributeError):
         return False
     return True
+
+
+@cache
+def native_kernels() -> ModuleType | None:
+    """The C kernels of `dqcodec._native` (the same integers as this module, faster), where the
+    package was built with them, the CPU has one of their fast paths (AVX2 or AVX512-VNNI; the
+    portable C path is slower than torch, and runs only when DQC_NATIVE_ISA=generic asks for it)
+    and DQC_NATIVE=0 does not turn them off; else None."""
+    if os.environ.get("DQC_NATIVE", "1") == "0":
+        return None
+    try:
+        from dqcodec import _native
+    except ImportError:
+        return None
+    if _native.isa == "generic" and os.environ.get("DQC_NATIVE_ISA") != "generic":
+        return None
+    return _native
 
 
 def int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,9 @@
 import importlib.util
 import io
 import math
+import os
+import subprocess
+import sys
 from decimal import Decimal, getcontext
 from pathlib import Path
 
@@ -105,6 +108,46 @@ def test_int8_kernel_and_float32_products_agree(mixed_tiles, monkeypatch: pytest
         monkeypatch.setattr(intmath, "int8_matmul_is_exact", lambda exact=exact: exact)
         runs.append(frequency_tables(m.prior, mixed_tiles[1:], Schedule()))
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(runs[0][0], runs[1][0]))
+
+
+FREQUENCY_DIGEST = """
+import hashlib
+from PIL import Image
+from skimage import data
+from dqcodec.codec import image_to_tensor
+from dqcodec.coding import frequency_tables, tile_of
+from dqcodec.intmath import native_kernels
+from dqcodec.loading import load_model
+from dqcodec.ratecontrol import analyze, levels_for_quality
+from dqcodec.tokens import Schedule
+m = load_model("dq")
+a = analyze(m, image_to_tensor(Image.fromarray(data.astronaut()[100:356, 150:406]))[0], tune="psnr")
+levels = levels_for_quality(m, a, 60)[0]
+tiles = [tile_of(levels, a.idx, 0, 0, 16, 16), tile_of(levels, a.idx, 3, 5, 8, 11)]
+digest = hashlib.sha256()
+for tile in frequency_tables(m.prior, tiles, Schedule()):
+    for _, table in tile:
+        digest.update(table.tobytes())
+kernels = native_kernels()
+print(kernels.isa if kernels else "torch", digest.hexdigest())
+"""
+
+
+def test_c_attention_kernel_gives_torchs_integers_on_every_path() -> None:
+    """The C attention kernel's paths (AVX512-VNNI, AVX2, portable C) and torch's attention give
+    the same frequency tables (each runs in a fresh process: the path is chosen at import)."""
+    pytest.importorskip("dqcodec._native", reason="dqcodec was built without its C kernels")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DQC_NATIVE")}
+    runs = {}
+    for setting in ({}, {"DQC_NATIVE_ISA": "avx2"}, {"DQC_NATIVE_ISA": "generic"}, {"DQC_NATIVE": "0"}):
+        r = subprocess.run(
+            [sys.executable, "-c", FREQUENCY_DIGEST], env=env | setting, capture_output=True, text=True, timeout=600
+        )
+        assert r.returncode == 0, r.stderr
+        path, digest = r.stdout.split()
+        runs[path] = digest
+    assert "torch" in runs and "generic" in runs, runs  # the CPU decides whether AVX2 / VNNI paths exist
+    assert len(set(runs.values())) == 1, runs
 
 
 def test_frequencies_do_not_depend_on_threads(mixed_tiles) -> None:

@@ -2,7 +2,9 @@
 
 The installed `dqc` runs in subprocesses under torch's instruction-set dispatch levels
 (ATEN_CPU_CAPABILITY: default, avx2, and avx512 where the CPU has it), with oneDNN capped to the
-same level (ONEDNN_MAX_CPU_ISA), at 1, 2 and 4 threads. Every combination must write the same
+same level (ONEDNN_MAX_CPU_ISA) and the prior's C attention kernel to its portable C, AVX2 or best
+path (DQC_NATIVE_ISA), at 1, 2 and 4 threads; and once more with torch's attention instead of the
+C kernel ("torch": DQC_NATIVE=0). Every combination must write the same
 bytes, decode the other combinations' files (each tile's symbol CRC is checked), and give the same
 picture within the conformance tolerance (the synthesis transform is float).
 """
@@ -21,7 +23,8 @@ from PIL import Image
 from skimage import data
 
 DQC = shutil.which("dqc", path=str(Path(sys.executable).parent)) or "dqc"
-ISA = {"default": "SSE41", "avx2": "AVX2", "avx512": "AVX512_CORE"}
+ISA = {"default": "SSE41", "avx2": "AVX2", "avx512": "AVX512_CORE", "torch": "SSE41"}
+NATIVE = {"default": {"DQC_NATIVE_ISA": "generic"}, "avx2": {"DQC_NATIVE_ISA": "avx2"}, "torch": {"DQC_NATIVE": "0"}}
 THREADS = (1, 2, 4)
 MAX_PIXEL_DIFF = 2
 
@@ -35,11 +38,13 @@ def cpu_capability() -> str:
 
 
 def levels() -> list[str]:
-    return ["default", "avx2"] + (["avx512"] if cpu_capability() == "avx512" else [])
+    return ["default", "avx2", "torch"] + (["avx512"] if cpu_capability() == "avx512" else [])
 
 
 def dqc(*args: str, capability: str, threads: int) -> None:
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "ONEDNN_MAX_CPU_ISA": ISA[capability]}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DQC_NATIVE")}
+    aten = "default" if capability == "torch" else capability
+    env |= {"ATEN_CPU_CAPABILITY": aten, "ONEDNN_MAX_CPU_ISA": ISA[capability], **NATIVE.get(capability, {})}
     r = subprocess.run([DQC, *args, "--threads", str(threads)], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{capability} x{threads}: {r.stderr}"
 

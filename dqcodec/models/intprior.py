@@ -37,6 +37,7 @@ from dqcodec.intmath import (
     frequencies,
     int8_product,
     layer_norm,
+    native_kernels,
     requantize,
 )
 from dqcodec.tokens import KIND_MAP
@@ -102,34 +103,69 @@ class IntBlock:
 
 
 class KVCache:
-    """Keys and values of the content slots of a batch of tiles, per block: keys kt (B, H, dh, cap)
-    int8, transposed (the second operand of the query-key product), and values v1
-    (B, H, cap, dh + 1), int8 values in float32 with a ones column (the weights' row totals)."""
+    """Keys and values of the content slots of a batch of tiles, per block, as the attention
+    kernel takes them. For `intmath.attention`: keys kt (B, H, dh, cap) int8, transposed (the
+    second operand of the query-key product), and values v (B, H, cap, dh + 1), int8 values in
+    float32 with a ones column (the weights' row totals). For the C kernel (`native`): keys
+    (B, H, dh / 4, cap, 4) int8 in quads of channels, values (B, H, cap, dh) float32, and cap a
+    multiple of 16."""
 
-    def __init__(self, prior: IntPrior, tiles: int, capacity: int = 512) -> None:
+    def __init__(self, prior: IntPrior, tiles: int, capacity: int = 512, native: bool | None = None) -> None:
         cfg = prior.config
         self.heads, self.dh = cfg["heads"], cfg["dim"] // cfg["heads"]
-        self.kt = [torch.zeros(tiles, self.heads, self.dh, capacity, dtype=torch.int8) for _ in prior.blocks]
-        self.v1 = [torch.ones(tiles, self.heads, capacity, self.dh + 1) for _ in prior.blocks]
+        self.native = native_kernels() is not None if native is None else native
+        capacity = self._round(capacity)
+        self.kt = [self._keys(tiles, capacity) for _ in prior.blocks]
+        self.v = [self._values(tiles, capacity) for _ in prior.blocks]
         self.lengths = torch.zeros(tiles, dtype=torch.int64)
+
+    def _round(self, capacity: int) -> int:
+        return -(-capacity // 16) * 16 if self.native else capacity
+
+    def _keys(self, tiles: int, capacity: int) -> torch.Tensor:
+        if self.native:
+            return torch.zeros(tiles, self.heads, self.dh // 4, capacity, 4, dtype=torch.int8)
+        return torch.zeros(tiles, self.heads, self.dh, capacity, dtype=torch.int8)
+
+    def _values(self, tiles: int, capacity: int) -> torch.Tensor:
+        if self.native:
+            return torch.zeros(tiles, self.heads, capacity, self.dh)
+        return torch.ones(tiles, self.heads, capacity, self.dh + 1)
 
     @property
     def tiles(self) -> int:
         return len(self.lengths)
 
+    @property
+    def capacity(self) -> int:
+        return self.v[0].shape[2]
+
+    def put(self, block: int, tile: torch.Tensor | slice, key: torch.Tensor | int, k: torch.Tensor, v: torch.Tensor):
+        """Keys k and values v (n, H, dh) of slots `key` of tiles `tile` into block `block`."""
+        n = k.shape[0]
+        if self.native:
+            self.kt[block][tile, :, :, key] = k.reshape(n, self.heads, self.dh // 4, 4).to(torch.int8)
+        else:
+            self.kt[block][tile, :, :, key] = k.to(torch.int8)
+        self.v[block][tile, :, key, : self.dh] = v.to(self.v[block].dtype)
+
+    def keys_values(self, block: int, tile: int, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (H, dh) of one slot."""
+        kt = self.kt[block][tile, :, :, key]
+        return kt.reshape(self.heads, self.dh), self.v[block][tile, :, key, : self.dh].float()
+
     def reserve(self, length: int) -> None:
-        cap = self.v1[0].shape[2]
+        cap = self.capacity
         if length <= cap:
             return
         if length > MAX_KEYS:
             raise DQCError(f"a tile cannot hold {length} tokens")
-        cap = max(length, 2 * cap)
+        old, cap = cap, self._round(max(length, 2 * cap))
         for i in range(len(self.kt)):
-            kt = torch.zeros(self.tiles, self.heads, self.dh, cap, dtype=torch.int8)
-            v1 = torch.ones(self.tiles, self.heads, cap, self.dh + 1)
-            kt[..., : self.kt[i].shape[3]] = self.kt[i]
-            v1[:, :, : self.v1[i].shape[2]] = self.v1[i]
-            self.kt[i], self.v1[i] = kt, v1
+            kt, v = self._keys(self.tiles, cap), self._values(self.tiles, cap)
+            kt[:, :, :, :old] = self.kt[i]
+            v[:, :, :old] = self.v[i]
+            self.kt[i], self.v[i] = kt, v
 
 
 def _json(arrays: dict[str, np.ndarray], key: str) -> dict:
@@ -268,16 +304,15 @@ class IntPrior:
         """Caches of `tiles` tiles, each holding the BOS slot."""
         cache = KVCache(self, tiles, capacity)
         for i, (k, v) in enumerate(self._bos):
-            cache.kt[i][..., 0] = k
-            cache.v1[i][:, :, 0, :-1] = v
+            cache.put(i, slice(None), 0, k.expand(tiles, *k.shape), v.expand(tiles, *v.shape))
         cache.lengths += 1
         return cache
 
     def _bos_keys(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        cache = KVCache(self, 1, 1)
+        cache = KVCache(self, 1, 1, native=False)
         h = (self.bos << self.embed_shift)[None].double()
         self._forward(cache, h, torch.zeros(1, dtype=torch.int64), h[:0], torch.zeros(0, dtype=torch.int64))
-        return [(kt[0, ..., 0].clone(), v1[0, :, 0, :-1].clone()) for kt, v1 in zip(cache.kt, cache.v1)]
+        return [cache.keys_values(i, 0, 0) for i in range(len(self.blocks))]
 
     def step(
         self,
@@ -339,8 +374,7 @@ class IntPrior:
             a = blk.ln1(h)
             if n_c:
                 q_c, k, v = _qkv(blk, a[:n_c])
-                cache.kt[i][tile_c, :, :, key_c] = k.view(n_c, heads, -1)
-                cache.v1[i][tile_c, :, key_c, :-1] = v.view(n_c, heads, -1)
+                cache.put(i, tile_c, key_c, k.view(n_c, heads, -1), v.view(n_c, heads, -1))
             if i == last:  # content rows need only their keys and values in the last block
                 h, a, tile, slot = h[n_c:], a[n_c:], tile[n_c:], slot[n_c:]
                 q = _query(blk, a)
@@ -352,8 +386,12 @@ class IntPrior:
             slot_i = slot if i < last else slot - counts_c[tile]
             qp = torch.zeros(cache.tiles, rows, d, dtype=torch.int8)
             qp[tile, slot_i] = q
-            kt, v1 = cache.kt[i][..., :n_keys], cache.v1[i][:, :, :n_keys]
-            o = self._attend(blk, _heads(qp, heads), kt, v1, key_group, row_limit)
+            if cache.native:
+                counts = counts_c + counts_q if i < last else counts_q
+                o = self._attend_native(blk, cache, i, _heads(qp, heads), counts, new_len)
+            else:
+                kt, v1 = cache.kt[i][..., :n_keys], cache.v[i][:, :, :n_keys]
+                o = self._attend(blk, _heads(qp, heads), kt, v1, key_group, row_limit)
             h = self._finish(blk, h, o.transpose(1, 2).reshape(cache.tiles, rows, d)[tile, slot_i])
         cache.lengths = new_len
         return h
@@ -369,6 +407,27 @@ class IntPrior:
     ) -> torch.Tensor:
         consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
         return attention(q, kt, v1, key_group, row_limit, *consts)
+
+    @staticmethod
+    def _attend_native(
+        blk: IntBlock, cache: KVCache, block: int, q: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor
+    ) -> torch.Tensor:
+        """`_attend` by the C kernel: q (B, H, R, dh) int8; tile b's first rows[b] rows attend to
+        its first keys[b] keys (the others are padding; their outputs are 0)."""
+        q = q.contiguous()
+        out = torch.zeros_like(q)
+        consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
+        native_kernels().attention(  # type: ignore[union-attr]
+            q.numpy(),
+            cache.kt[block].numpy(),
+            cache.v[block].numpy(),
+            rows.to(torch.int32).numpy(),
+            keys.to(torch.int32).numpy(),
+            out.numpy(),
+            (*q.shape, cache.capacity),
+            *consts,
+        )
+        return out
 
     @staticmethod
     def _finish(blk: IntBlock, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
