@@ -22,9 +22,11 @@
 #define ATTN_SUM_BITS 17
 #define ATTN_EXP_MAX 16
 #define RECIP_LO 2048
-#define MAX_DH 256 /* acc holds ROW_BLOCK * MAX_DH floats */
+#define MAX_DH 256
 #define ROW_BLOCK 4
 #define KEY_BLOCK 16
+#define ROW_GROUP 16 /* rows whose weights are made before the values are weighed */
+#define KEY_CHUNK 128 /* keys weighed at a time (their values: 32 KB) */
 
 /* x86-64: one copy of each loop per instruction-set level, picked when the module loads */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -133,16 +135,13 @@ static void scores_generic(const int8_t *restrict q, int dh, const int8_t *restr
 
 static int use_vnni, use_avx2; /* the instruction sets of the fast paths, checked once */
 
-/* acc[r][0..dh) = sum_j w[r][j] v[j] for ROW_BLOCK rows of float32 weights w (row stride `stride`)
- * in float32: exact, as every partial sum is an integer below 2^24. Keys that no row weighs are
- * skipped. */
+/* acc[r][0..dh) += sum_j w[r][j] v[j] over keys [j0, j1), for ROW_BLOCK rows of float32 weights w
+ * (row stride `stride`), in float32: exact, as every partial sum is an integer below 2^24. */
 MULTIVERSION
-static void weighted_values(const float *restrict w, int stride, int n, const float *restrict v, int dh,
+static void weighted_values(const float *restrict w, int stride, int j0, int j1, const float *restrict v, int dh,
                             float *restrict acc) {
-    for (int c = 0; c < ROW_BLOCK * dh; c++) acc[c] = 0.0f;
-    for (int j = 0; j < n; j++) {
+    for (int j = j0; j < j1; j++) {
         const float w0 = w[j], w1 = w[stride + j], w2 = w[2 * stride + j], w3 = w[3 * stride + j];
-        if (w0 == 0.0f && w1 == 0.0f && w2 == 0.0f && w3 == 0.0f) continue;
         const float *vj = v + (size_t)j * dh;
         for (int c = 0; c < dh; c++) {
             const float x = vj[c];
@@ -155,18 +154,17 @@ static void weighted_values(const float *restrict w, int stride, int n, const fl
 }
 
 #ifdef HAVE_X86_KERNELS
-/* weighted_values for dh = 64 with the 16 accumulators in registers. */
+/* weighted_values for dh = 64 with the 16 accumulators in registers, adding keys [j0, j1) to acc. */
 __attribute__((target("avx512f")))
-static void weighted_values_64(const float *restrict w, int stride, int n, const float *restrict v,
+static void weighted_values_64(const float *restrict w, int stride, int j0, int j1, const float *restrict v,
                                float *restrict acc) {
     __m512 a[ROW_BLOCK][4];
     for (int r = 0; r < ROW_BLOCK; r++)
-        for (int t = 0; t < 4; t++) a[r][t] = _mm512_setzero_ps();
-    for (int j = 0; j < n; j++) {
-        const float w0 = w[j], w1 = w[stride + j], w2 = w[2 * stride + j], w3 = w[3 * stride + j];
-        if (w0 == 0.0f && w1 == 0.0f && w2 == 0.0f && w3 == 0.0f) continue;
+        for (int t = 0; t < 4; t++) a[r][t] = _mm512_loadu_ps(acc + r * 64 + 16 * t);
+    for (int j = j0; j < j1; j++) {
         const float *vj = v + (size_t)j * 64;
-        const __m512 b0 = _mm512_set1_ps(w0), b1 = _mm512_set1_ps(w1), b2 = _mm512_set1_ps(w2), b3 = _mm512_set1_ps(w3);
+        const __m512 b0 = _mm512_set1_ps(w[j]), b1 = _mm512_set1_ps(w[stride + j]);
+        const __m512 b2 = _mm512_set1_ps(w[2 * stride + j]), b3 = _mm512_set1_ps(w[3 * stride + j]);
         for (int t = 0; t < 4; t++) {
             const __m512 x = _mm512_loadu_ps(vj + 16 * t);
             a[0][t] = _mm512_fmadd_ps(b0, x, a[0][t]);
@@ -209,17 +207,20 @@ static void scores_avx2(const int8_t *restrict q, int dh, const int8_t *restrict
     }
 }
 
-/* weighted_values for dh = 64 by AVX2 and FMA: two rows and 32 channels per pass over the keys. */
+/* weighted_values for dh = 64 by AVX2 and FMA, adding keys [j0, j1) to acc: two rows and 32
+ * channels per pass over the keys. */
 __attribute__((target("avx2,fma")))
-static void weighted_values_64_avx2(const float *restrict w, int stride, int n, const float *restrict v,
+static void weighted_values_64_avx2(const float *restrict w, int stride, int j0, int j1, const float *restrict v,
                                     float *restrict acc) {
     for (int r = 0; r < ROW_BLOCK; r += 2)
         for (int half = 0; half < 64; half += 32) {
             __m256 a[2][4];
-            for (int t = 0; t < 4; t++) a[0][t] = a[1][t] = _mm256_setzero_ps();
+            for (int t = 0; t < 4; t++) {
+                a[0][t] = _mm256_loadu_ps(acc + r * 64 + half + 8 * t);
+                a[1][t] = _mm256_loadu_ps(acc + (r + 1) * 64 + half + 8 * t);
+            }
             const float *w0 = w + (size_t)r * stride, *w1 = w0 + stride;
-            for (int j = 0; j < n; j++) {
-                if (w0[j] == 0.0f && w1[j] == 0.0f) continue;
+            for (int j = j0; j < j1; j++) {
                 const float *vj = v + (size_t)j * 64 + half;
                 const __m256 b0 = _mm256_set1_ps(w0[j]), b1 = _mm256_set1_ps(w1[j]);
                 for (int t = 0; t < 4; t++) {
@@ -267,42 +268,58 @@ static void finish_row(const float *acc, int32_t total, int dh, Consts c, int8_t
     }
 }
 
+/* One (tile, head) pair: ROW_GROUP rows at a time get their weights, then the values are
+ * weighed a chunk of keys at a time (each chunk stays in the caches for all the group's rows). */
 static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const float *v, int n, int cap, int dh, Consts c,
                        int8_t *out, int32_t *s, int32_t *ksum, float *acc) {
     int8_t qb[ROW_BLOCK * MAX_DH];
     const int n16 = (n + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK;
     if (use_vnni || use_avx2) key_sums(kt4, dh, cap, n16, ksum);
-    for (int i0 = 0; i0 < rows; i0 += ROW_BLOCK) {
-        const int nr = rows - i0 < ROW_BLOCK ? rows - i0 : ROW_BLOCK;
-        int32_t totals[ROW_BLOCK] = {0};
-        memset(qb, 0, sizeof qb);
-        memcpy(qb, q + (size_t)i0 * dh, (size_t)nr * dh);
+    for (int g0 = 0; g0 < rows; g0 += ROW_GROUP) {
+        const int ng = rows - g0 < ROW_GROUP ? rows - g0 : ROW_GROUP;
+        const int nb = (ng + ROW_BLOCK - 1) / ROW_BLOCK; /* blocks of ROW_BLOCK rows */
+        int32_t totals[ROW_GROUP] = {0};
+        for (int b = 0; b < nb; b++) {
+            const int i0 = g0 + b * ROW_BLOCK, nr = rows - i0 < ROW_BLOCK ? rows - i0 : ROW_BLOCK;
+            int32_t *sb = s + (size_t)b * ROW_BLOCK * cap;
+            memset(qb, 0, sizeof qb);
+            memcpy(qb, q + (size_t)i0 * dh, (size_t)nr * dh);
 #ifdef HAVE_X86_KERNELS
-        if (use_vnni)
-            scores_vnni(qb, dh, kt4, cap, n16, ksum, s, cap);
-        else if (use_avx2)
-            scores_avx2(qb, dh, kt4, cap, n16, ksum, s, cap);
-        else
+            if (use_vnni)
+                scores_vnni(qb, dh, kt4, cap, n16, ksum, sb, cap);
+            else if (use_avx2)
+                scores_avx2(qb, dh, kt4, cap, n16, ksum, sb, cap);
+            else
 #endif
-            scores_generic(qb, dh, kt4, cap, n16, s, cap);
-        for (int r = 0; r < ROW_BLOCK; r++) { /* scores become float32 weights in place (rows past nr: 0) */
-            int32_t *p = s + (size_t)r * cap;
-            if (r < nr) {
-                totals[r] = shifted_weights(p, n, weights(p, n, c), (float *)p);
-                if (totals[r] < RECIP_LO) return -1; /* cannot happen: the largest weight alone is 2^15 >> shift */
-            } else {
-                memset(p, 0, sizeof(int32_t) * n);
+                scores_generic(qb, dh, kt4, cap, n16, sb, cap);
+            for (int r = 0; r < ROW_BLOCK; r++) { /* scores become float32 weights in place (rows past nr: 0) */
+                int32_t *p = sb + (size_t)r * cap;
+                if (r < nr) {
+                    const int32_t total = shifted_weights(p, n, weights(p, n, c), (float *)p);
+                    if (total < RECIP_LO) return -1; /* cannot happen: the largest weight alone is 2^15 >> shift */
+                    totals[b * ROW_BLOCK + r] = total;
+                } else {
+                    memset(p, 0, sizeof(int32_t) * n);
+                }
             }
         }
+        memset(acc, 0, sizeof(float) * nb * ROW_BLOCK * dh);
+        for (int j0 = 0; j0 < n; j0 += KEY_CHUNK) {
+            const int j1 = n - j0 < KEY_CHUNK ? n : j0 + KEY_CHUNK;
+            for (int b = 0; b < nb; b++) {
+                const float *w = (const float *)(s + (size_t)b * ROW_BLOCK * cap);
+                float *ab = acc + (size_t)b * ROW_BLOCK * dh;
 #ifdef HAVE_X86_KERNELS
-        if (use_vnni && dh == 64)
-            weighted_values_64((const float *)s, cap, n, v, acc);
-        else if (use_avx2 && dh == 64)
-            weighted_values_64_avx2((const float *)s, cap, n, v, acc);
-        else
+                if (use_vnni && dh == 64)
+                    weighted_values_64(w, cap, j0, j1, v, ab);
+                else if (use_avx2 && dh == 64)
+                    weighted_values_64_avx2(w, cap, j0, j1, v, ab);
+                else
 #endif
-            weighted_values((const float *)s, cap, n, v, dh, acc);
-        for (int r = 0; r < nr; r++) finish_row(acc + r * dh, totals[r], dh, c, out + (size_t)(i0 + r) * dh);
+                    weighted_values(w, cap, j0, j1, v, dh, ab);
+            }
+        }
+        for (int r = 0; r < ng; r++) finish_row(acc + r * dh, totals[r], dh, c, out + (size_t)(g0 + r) * dh);
     }
     return 0;
 }
@@ -344,7 +361,7 @@ static PyObject *attention(PyObject *self, PyObject *args) {
         }
     }
     if (status == 0) {
-        int32_t *s = malloc(sizeof(int32_t) * ((size_t)(ROW_BLOCK + 1) * cap + ROW_BLOCK * MAX_DH));
+        int32_t *s = malloc(sizeof(int32_t) * ((size_t)(ROW_GROUP + 1) * cap + ROW_GROUP * MAX_DH));
         if (!s) {
             status = -4;
         } else {
@@ -353,8 +370,8 @@ static PyObject *attention(PyObject *self, PyObject *args) {
                 const int b = (int)(i / H);
                 status = attend_pair((const int8_t *)bq.buf + i * R * dh, rows[b], (const int8_t *)bkt.buf + i * dh * cap,
                                      (const float *)bv.buf + i * cap * dh, keys[b], cap, dh, c,
-                                     (int8_t *)bout.buf + i * R * dh, s, s + (size_t)ROW_BLOCK * cap,
-                                     (float *)(s + (size_t)(ROW_BLOCK + 1) * cap));
+                                     (int8_t *)bout.buf + i * R * dh, s, s + (size_t)ROW_GROUP * cap,
+                                     (float *)(s + (size_t)(ROW_GROUP + 1) * cap));
             }
             Py_END_ALLOW_THREADS;
             free(s);
