@@ -84,18 +84,23 @@ static void key_sums(const int8_t *restrict kt4, int dh, int cap, int n, int32_t
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #include <immintrin.h>
 #define HAVE_X86_KERNELS 1
-/* Scores of ROW_BLOCK rows by AVX512-VNNI: (q + 128) . k in u8 x s8 dot products (exact: int32
- * sums without saturation), minus 128 * ksum. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
-static void scores_vnni(const int8_t *restrict q, int dh, const int8_t *restrict kt4, int cap, int n,
-                        const int32_t *restrict ksum, int32_t *restrict s, int stride) {
-    uint32_t qq[ROW_BLOCK][MAX_DH / 4];
+/* The rows' queries + 128 (u8), four channels to a 32-bit word, for the u8 x s8 products. */
+static void offset_quads(const int8_t *q, int dh, uint32_t qq[ROW_BLOCK][MAX_DH / 4]) {
     for (int r = 0; r < ROW_BLOCK; r++)
         for (int g = 0; g < dh / 4; g++) {
             uint32_t w = 0;
             for (int t = 0; t < 4; t++) w |= (uint32_t)(uint8_t)(q[r * dh + 4 * g + t] + 128) << (8 * t);
             qq[r][g] = w;
         }
+}
+
+/* Scores of ROW_BLOCK rows by AVX512-VNNI: (q + 128) . k in u8 x s8 dot products (exact: int32
+ * sums without saturation), minus 128 * ksum. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void scores_vnni(const int8_t *restrict q, int dh, const int8_t *restrict kt4, int cap, int n,
+                        const int32_t *restrict ksum, int32_t *restrict s, int stride) {
+    uint32_t qq[ROW_BLOCK][MAX_DH / 4];
+    offset_quads(q, dh, qq);
     for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
         __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
         for (int g = 0; g < dh / 4; g++) {
@@ -183,12 +188,7 @@ __attribute__((target("avx2,fma")))
 static void scores_avx2(const int8_t *restrict q, int dh, const int8_t *restrict kt4, int cap, int n,
                         const int32_t *restrict ksum, int32_t *restrict s, int stride) {
     uint32_t qq[ROW_BLOCK][MAX_DH / 4];
-    for (int r = 0; r < ROW_BLOCK; r++)
-        for (int g = 0; g < dh / 4; g++) {
-            uint32_t w = 0;
-            for (int t = 0; t < 4; t++) w |= (uint32_t)(uint8_t)(q[r * dh + 4 * g + t] + 128) << (8 * t);
-            qq[r][g] = w;
-        }
+    offset_quads(q, dh, qq);
     const __m256i ones = _mm256_set1_epi16(1);
     for (int j0 = 0; j0 < n; j0 += 8) {
         __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
