@@ -1,23 +1,43 @@
-/* The prior's integer attention in one pass per row (FORMAT.md, section 8.4), for speed only:
- * it computes the same integers as dqcodec.intmath.attention, which stays the reference path
- * (and the fallback where this module was not built). Integer arithmetic is exact, so every
- * instruction set the compiler targets gives the same results.
+/* The prior's integer steps between its matrix products (FORMAT.md, sections 8.2-8.4), for speed
+ * only: they compute the same integers as dqcodec.intmath, which stays the reference path (and the
+ * fallback where this module was not built). Integer arithmetic is exact, so every instruction set
+ * the compiler targets gives the same results. The matrix products themselves stay in torch
+ * (oneDNN's int8 kernels, exact on 7-bit weights).
  *
- * attention(q, kt, v, rows, keys, out, cap, exp_mul, exp_shift, exp_clamp, out_mul, out_shift)
+ * attention(q, kt, v, rows, keys, row_index, out, (B, H, R, dh, cap, n_out), exp_mul, exp_shift,
+ *           exp_clamp, out_mul, out_shift)
  *   q    (B, H, R, dh) int8       queries
  *   kt   (B, H, dh / 4, cap, 4) int8  keys (-63..63) in quads of channels; cap a multiple of 16
- *   v    (B, H, cap, dh) float32  values (int8 values)
- *   rows (B,) int32               rows of tile b to compute (the rest of out is left as it is)
+ *   v    (B, H, cap / 2, dh, 2) int16  values (-127..127) in pairs of keys: [.., j / 2, c, j % 2]
+ *                                 is channel c of key j; keys past keys[b] must be 0
+ *   rows (B,) int32               rows of tile b to compute
  *   keys (B,) int32               keys of tile b that its rows attend to (the first keys[b])
- *   out  (B, H, R, dh) int8       the attention outputs
+ *   row_index (B, R) int32        the row of out that row r of tile b goes to
+ *   out  (n_out, H * dh) int8     the attention outputs, heads side by side
+ * norm(h, acc, mul, add, shift, gain, bias, eps, out, (n, d))
+ *   h += Linear's output for acc (if acc is not None), clamped to the residual's range; out = Norm(h)
+ * project(acc, mul, add, shift, parts, tiles, slots, keys, q, kt, v, (n, d, heads, B, R, cap))
+ *   the q, k and v rows of Linear's output (parts: 1 = q only, 2 = k and v, 3 = all), clamped, to
+ *   their tile's slot of q (B, H, R, dh) and their tile's key of the cache (kt, v as above)
+ * gelu(acc, mul, add, shift, table, out, (n, m)): out = table[clamp(Linear's output, 0, 2047)]
+ * frequencies(acc, mul, add, shift, out, (n, k), precision): out = Frequencies(Linear's output)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #define ACT_MAX 127
+#define KEY_MAX 63
+#define RESID_MAX ((1 << 21) - 1)
+#define GELU_SIZE 2048
+#define RSQRT_LO 1024
+#define RSQRT_HI 4096
+#define FREQ_EXP_MAX 24
+#define FREQ_SHIFT 36
+#define MAX_D 4096
 #define LOG2_FRAC 10
 #define ATTN_SUM_BITS 17
 #define ATTN_EXP_MAX 16
@@ -36,12 +56,14 @@
 #endif
 
 static int32_t recip[RECIP_LO];
+static int64_t rsqrt[RSQRT_HI - RSQRT_LO];
 
 typedef struct {
     int32_t exp_mul, exp_shift, exp_clamp, out_mul, out_shift;
 } Consts;
 
 static inline int bit_length(uint32_t v) { return v ? 32 - __builtin_clz(v) : 0; }
+static inline int bit_length64(uint64_t v) { return v ? 64 - __builtin_clzll(v) : 0; }
 
 static inline int32_t exp2_poly(int32_t r) {
     int32_t h = (-1303 * r) >> LOG2_FRAC;
@@ -140,46 +162,48 @@ static void scores_generic(const int8_t *restrict q, int dh, const int8_t *restr
 
 static int use_vnni, use_avx2; /* the instruction sets of the fast paths, checked once */
 
-/* acc[r][0..dh) += sum_j w[r][j] v[j] over keys [j0, j1), for ROW_BLOCK rows of float32 weights w
- * (row stride `stride`), in float32: exact, as every partial sum is an integer below 2^24. */
+/* Weights times values in int16 pairs of keys. The weights of ROW_BLOCK rows come as w - 1
+ * (-1..32767, int16; row stride `stride`), the values as v2[(p * dh + c) * 2 + t] = channel c of
+ * key 2p + t; acc[r][c] += sum over key pairs [p0, p1) of (w_rj - 1) v_jc. The caller adds
+ * sum_j v_jc back. Exact: |sum_j w_j v_jc| < 2^17 * 127 and |sum_j v_jc| < 2^15 * 127. */
 MULTIVERSION
-static void weighted_values(const float *restrict w, int stride, int j0, int j1, const float *restrict v, int dh,
-                            float *restrict acc) {
-    for (int j = j0; j < j1; j++) {
-        const float w0 = w[j], w1 = w[stride + j], w2 = w[2 * stride + j], w3 = w[3 * stride + j];
-        const float *vj = v + (size_t)j * dh;
-        for (int c = 0; c < dh; c++) {
-            const float x = vj[c];
-            acc[c] += w0 * x;
-            acc[dh + c] += w1 * x;
-            acc[2 * dh + c] += w2 * x;
-            acc[3 * dh + c] += w3 * x;
+static void weighted_values(const int16_t *restrict w, int stride, int p0, int p1, const int16_t *restrict v2, int dh,
+                            int32_t *restrict acc) {
+    for (int p = p0; p < p1; p++) {
+        const int16_t *vp = v2 + (size_t)p * dh * 2;
+        for (int r = 0; r < ROW_BLOCK; r++) {
+            const int32_t wa = w[r * stride + 2 * p], wb = w[r * stride + 2 * p + 1];
+            for (int c = 0; c < dh; c++) acc[r * dh + c] += wa * vp[2 * c] + wb * vp[2 * c + 1];
         }
     }
 }
 
+static inline int32_t pair_at(const int16_t *w) {
+    int32_t x;
+    memcpy(&x, w, 4);
+    return x;
+}
+
 #ifdef HAVE_X86_KERNELS
-/* weighted_values for dh = 64 with the 16 accumulators in registers, adding keys [j0, j1) to acc. */
-__attribute__((target("avx512f")))
-static void weighted_values_64(const float *restrict w, int stride, int j0, int j1, const float *restrict v,
-                               float *restrict acc) {
-    __m512 a[ROW_BLOCK][4];
+/* weighted_values for dh = 64 by AVX512-VNNI int16 dot products (vpdpwssd: two keys per
+ * instruction), the 16 accumulators in registers. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void weighted_values_64_vnni(const int16_t *restrict w, int stride, int p0, int p1, const int16_t *restrict v2,
+                                    int32_t *restrict acc) {
+    __m512i a[ROW_BLOCK][4];
     for (int r = 0; r < ROW_BLOCK; r++)
-        for (int t = 0; t < 4; t++) a[r][t] = _mm512_loadu_ps(acc + r * 64 + 16 * t);
-    for (int j = j0; j < j1; j++) {
-        const float *vj = v + (size_t)j * 64;
-        const __m512 b0 = _mm512_set1_ps(w[j]), b1 = _mm512_set1_ps(w[stride + j]);
-        const __m512 b2 = _mm512_set1_ps(w[2 * stride + j]), b3 = _mm512_set1_ps(w[3 * stride + j]);
-        for (int t = 0; t < 4; t++) {
-            const __m512 x = _mm512_loadu_ps(vj + 16 * t);
-            a[0][t] = _mm512_fmadd_ps(b0, x, a[0][t]);
-            a[1][t] = _mm512_fmadd_ps(b1, x, a[1][t]);
-            a[2][t] = _mm512_fmadd_ps(b2, x, a[2][t]);
-            a[3][t] = _mm512_fmadd_ps(b3, x, a[3][t]);
+        for (int t = 0; t < 4; t++) a[r][t] = _mm512_loadu_si512(acc + r * 64 + 16 * t);
+    for (int p = p0; p < p1; p++) {
+        const int16_t *vp = v2 + (size_t)p * 128;
+        __m512i x[4];
+        for (int t = 0; t < 4; t++) x[t] = _mm512_loadu_si512(vp + 32 * t);
+        for (int r = 0; r < ROW_BLOCK; r++) {
+            const __m512i b = _mm512_set1_epi32(pair_at(w + r * stride + 2 * p));
+            for (int t = 0; t < 4; t++) a[r][t] = _mm512_dpwssd_epi32(a[r][t], x[t], b);
         }
     }
     for (int r = 0; r < ROW_BLOCK; r++)
-        for (int t = 0; t < 4; t++) _mm512_storeu_ps(acc + r * 64 + 16 * t, a[r][t]);
+        for (int t = 0; t < 4; t++) _mm512_storeu_si512(acc + r * 64 + 16 * t, a[r][t]);
 }
 
 /* Scores of ROW_BLOCK rows by AVX2: u8 x s8 products added in pairs into int16 (vpmaddubsw; exact,
@@ -207,52 +231,56 @@ static void scores_avx2(const int8_t *restrict q, int dh, const int8_t *restrict
     }
 }
 
-/* weighted_values for dh = 64 by AVX2 and FMA, adding keys [j0, j1) to acc: two rows and 32
+/* weighted_values for dh = 64 by AVX2 (vpmaddwd: two keys per instruction): two rows and 32
  * channels per pass over the keys. */
-__attribute__((target("avx2,fma")))
-static void weighted_values_64_avx2(const float *restrict w, int stride, int j0, int j1, const float *restrict v,
-                                    float *restrict acc) {
+__attribute__((target("avx2")))
+static void weighted_values_64_avx2(const int16_t *restrict w, int stride, int p0, int p1, const int16_t *restrict v2,
+                                    int32_t *restrict acc) {
     for (int r = 0; r < ROW_BLOCK; r += 2)
         for (int half = 0; half < 64; half += 32) {
-            __m256 a[2][4];
+            __m256i a[2][4];
             for (int t = 0; t < 4; t++) {
-                a[0][t] = _mm256_loadu_ps(acc + r * 64 + half + 8 * t);
-                a[1][t] = _mm256_loadu_ps(acc + (r + 1) * 64 + half + 8 * t);
+                a[0][t] = _mm256_loadu_si256((const __m256i *)(acc + r * 64 + half + 8 * t));
+                a[1][t] = _mm256_loadu_si256((const __m256i *)(acc + (r + 1) * 64 + half + 8 * t));
             }
-            const float *w0 = w + (size_t)r * stride, *w1 = w0 + stride;
-            for (int j = j0; j < j1; j++) {
-                const float *vj = v + (size_t)j * 64 + half;
-                const __m256 b0 = _mm256_set1_ps(w0[j]), b1 = _mm256_set1_ps(w1[j]);
+            const int16_t *w0 = w + (size_t)r * stride, *w1 = w0 + stride;
+            for (int p = p0; p < p1; p++) {
+                const int16_t *vp = v2 + (size_t)p * 128 + 2 * half;
+                const __m256i b0 = _mm256_set1_epi32(pair_at(w0 + 2 * p)), b1 = _mm256_set1_epi32(pair_at(w1 + 2 * p));
                 for (int t = 0; t < 4; t++) {
-                    const __m256 x = _mm256_loadu_ps(vj + 8 * t);
-                    a[0][t] = _mm256_fmadd_ps(b0, x, a[0][t]);
-                    a[1][t] = _mm256_fmadd_ps(b1, x, a[1][t]);
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(vp + 16 * t));
+                    a[0][t] = _mm256_add_epi32(a[0][t], _mm256_madd_epi16(x, b0));
+                    a[1][t] = _mm256_add_epi32(a[1][t], _mm256_madd_epi16(x, b1));
                 }
             }
             for (int t = 0; t < 4; t++) {
-                _mm256_storeu_ps(acc + r * 64 + half + 8 * t, a[0][t]);
-                _mm256_storeu_ps(acc + (r + 1) * 64 + half + 8 * t, a[1][t]);
+                _mm256_storeu_si256((__m256i *)(acc + r * 64 + half + 8 * t), a[0][t]);
+                _mm256_storeu_si256((__m256i *)(acc + (r + 1) * 64 + half + 8 * t), a[1][t]);
             }
         }
 }
 #endif
 
-/* The row's weights p (int32) shifted so that their total is below 2^17, as float32 in w; returns the total. */
+/* The row's weights p (int32) shifted so that their total is below 2^17, minus 1, as int16 in w
+ * (in place: w may be p, as w[j] lies before p[j]), with w = -1 (weight 0) for keys [n, n_even);
+ * returns the total. */
 MULTIVERSION
-static int32_t shifted_weights(const int32_t *p, int n, int32_t raw_total, float *w) { /* in place: w may be p */
+static int32_t shifted_weights(const int32_t *p, int n, int n_even, int32_t raw_total, int16_t *w) {
     int shift = bit_length((uint32_t)raw_total) - ATTN_SUM_BITS;
     shift = shift > 0 ? shift : 0;
     int32_t total = 0;
     for (int j = 0; j < n; j++) {
         const int32_t x = p[j] >> shift;
         total += x;
-        w[j] = (float)x;
+        w[j] = (int16_t)(x - 1);
     }
+    for (int j = n; j < n_even; j++) w[j] = -1;
     return total;
 }
 
-static void finish_row(const float *acc, int32_t total, int dh, Consts c, int8_t *out) {
-    /* (R, e) = reciprocal(T); out = clamp((acc R out_mul + 2^(sh-1)) >> sh, -127, 127), sh = out_shift + e + 13 */
+/* (R, e) = reciprocal(T); out = clamp((a R out_mul + 2^(sh-1)) >> sh, -127, 127), sh = out_shift + e + 13,
+ * where a = acc + vsum (the weights' offset of 1 added back). */
+static void finish_row(const int32_t *acc, const int32_t *vsum, int32_t total, int dh, Consts c, int8_t *out) {
     const int e = bit_length((uint32_t)total) - 1;
     const int64_t r = recip[(total >> (e - 11)) - RECIP_LO];
     const int sh = c.out_shift + e + 13;
@@ -260,21 +288,26 @@ static void finish_row(const float *acc, int32_t total, int dh, Consts c, int8_t
     for (int k = 0; k < dh; k++) {
         int64_t y;
         if (sh >= 62) {
-            y = 0; /* |acc R out_mul| < 2^52: the rounded quotient is 0 */
+            y = 0; /* |a R out_mul| < 2^52: the rounded quotient is 0 */
         } else {
-            y = ((int64_t)acc[k] * scale + ((int64_t)1 << (sh - 1))) >> sh;
+            y = ((int64_t)(acc[k] + vsum[k]) * scale + ((int64_t)1 << (sh - 1))) >> sh;
         }
         out[k] = (int8_t)(y < -ACT_MAX ? -ACT_MAX : y > ACT_MAX ? ACT_MAX : y);
     }
 }
 
-/* One (tile, head) pair: ROW_GROUP rows at a time get their weights, then the values are
- * weighed a chunk of keys at a time (each chunk stays in the caches for all the group's rows). */
-static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const float *v, int n, int cap, int dh, Consts c,
-                       int8_t *out, int32_t *s, int32_t *ksum, float *acc) {
+/* One (tile, head) pair, its output row r to out[row_index[r] * out_stride]: ROW_GROUP rows at a
+ * time get their weights, then the values are weighed a chunk of keys at a time (each chunk stays
+ * in the caches for all the group's rows). Values past key n are 0 (the cache's unused slots). */
+static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const int16_t *v2, int n, int cap, int dh,
+                       Consts c, const int32_t *row_index, int8_t *out, int out_stride, int32_t *s, int32_t *ksum,
+                       int32_t *acc) {
     int8_t qb[ROW_BLOCK * MAX_DH];
-    const int n16 = (n + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK;
+    int32_t vsum[MAX_DH] = {0};
+    const int n16 = (n + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK, n_even = n + (n & 1);
     if (use_vnni || use_avx2) key_sums(kt4, dh, cap, n16, ksum);
+    for (int p = 0; p < n_even / 2; p++)
+        for (int ch = 0; ch < dh; ch++) vsum[ch] += v2[((size_t)p * dh + ch) * 2] + v2[((size_t)p * dh + ch) * 2 + 1];
     for (int g0 = 0; g0 < rows; g0 += ROW_GROUP) {
         const int ng = rows - g0 < ROW_GROUP ? rows - g0 : ROW_GROUP;
         const int nb = (ng + ROW_BLOCK - 1) / ROW_BLOCK; /* blocks of ROW_BLOCK rows */
@@ -292,36 +325,45 @@ static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const float
             else
 #endif
                 scores_generic(qb, dh, kt4, cap, n16, sb, cap);
-            for (int r = 0; r < ROW_BLOCK; r++) { /* scores become float32 weights in place (rows past nr: 0) */
+            for (int r = 0; r < ROW_BLOCK; r++) { /* scores become int16 weights in place (rows past nr: 0) */
                 int32_t *p = sb + (size_t)r * cap;
                 if (r < nr) {
-                    const int32_t total = shifted_weights(p, n, weights(p, n, c), (float *)p);
+                    const int32_t total = shifted_weights(p, n, n_even, weights(p, n, c), (int16_t *)p);
                     if (total < RECIP_LO) return -1; /* cannot happen: the largest weight alone is 2^15 >> shift */
                     totals[b * ROW_BLOCK + r] = total;
                 } else {
-                    memset(p, 0, sizeof(int32_t) * n);
+                    memset(p, 0, sizeof(int16_t) * n_even);
                 }
             }
         }
-        memset(acc, 0, sizeof(float) * nb * ROW_BLOCK * dh);
-        for (int j0 = 0; j0 < n; j0 += KEY_CHUNK) {
-            const int j1 = n - j0 < KEY_CHUNK ? n : j0 + KEY_CHUNK;
+        memset(acc, 0, sizeof(int32_t) * nb * ROW_BLOCK * dh);
+        for (int j0 = 0; j0 < n_even; j0 += KEY_CHUNK) {
+            const int p0 = j0 / 2, p1 = (n_even - j0 < KEY_CHUNK ? n_even : j0 + KEY_CHUNK) / 2;
             for (int b = 0; b < nb; b++) {
-                const float *w = (const float *)(s + (size_t)b * ROW_BLOCK * cap);
-                float *ab = acc + (size_t)b * ROW_BLOCK * dh;
+                const int16_t *w = (const int16_t *)(s + (size_t)b * ROW_BLOCK * cap);
+                int32_t *ab = acc + (size_t)b * ROW_BLOCK * dh;
 #ifdef HAVE_X86_KERNELS
                 if (use_vnni && dh == 64)
-                    weighted_values_64(w, cap, j0, j1, v, ab);
+                    weighted_values_64_vnni(w, 2 * cap, p0, p1, v2, ab);
                 else if (use_avx2 && dh == 64)
-                    weighted_values_64_avx2(w, cap, j0, j1, v, ab);
+                    weighted_values_64_avx2(w, 2 * cap, p0, p1, v2, ab);
                 else
 #endif
-                    weighted_values(w, cap, j0, j1, v, dh, ab);
+                    weighted_values(w, 2 * cap, p0, p1, v2, dh, ab);
             }
         }
-        for (int r = 0; r < ng; r++) finish_row(acc + r * dh, totals[r], dh, c, out + (size_t)(g0 + r) * dh);
+        for (int r = 0; r < ng; r++)
+            finish_row(acc + r * dh, vsum, totals[r], dh, c, out + (size_t)row_index[g0 + r] * out_stride);
     }
     return 0;
+}
+
+/* The largest r with r * r <= x (x < 2^62), exactly. */
+static uint64_t isqrt(uint64_t x) {
+    uint64_t r = (uint64_t)sqrt((double)x);
+    while (r * r > x) r--;
+    while ((r + 1) * (r + 1) <= x) r++;
+    return r;
 }
 
 static int buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, Py_ssize_t n, const char *name) {
@@ -334,31 +376,66 @@ static int buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t items
     return 0;
 }
 
+/* Buffers of the arguments, each checked for its item size and count (None where allowed). */
+typedef struct {
+    PyObject *obj;
+    Py_ssize_t itemsize, n;
+    int writable, optional;
+    const char *name;
+    Py_buffer view;
+    int held;
+} Arg;
+
+static void release(Arg *a, int count) {
+    for (int i = 0; i < count; i++)
+        if (a[i].held) {
+            PyBuffer_Release(&a[i].view);
+            a[i].held = 0;
+        }
+}
+
+static int acquire(Arg *a, int count) {
+    for (int i = 0; i < count; i++) {
+        a[i].held = 0;
+        a[i].view.buf = NULL;
+    }
+    for (int i = 0; i < count; i++) {
+        if (a[i].obj == Py_None && a[i].optional) continue;
+        if (a[i].n < 0 || buffer(a[i].obj, &a[i].view, a[i].writable, a[i].itemsize, a[i].n, a[i].name) < 0) {
+            if (a[i].n < 0) PyErr_Format(PyExc_ValueError, "%s: bad shape", a[i].name);
+            release(a, i);
+            return -1;
+        }
+        a[i].held = 1;
+    }
+    return 0;
+}
+
 static PyObject *attention(PyObject *self, PyObject *args) {
-    PyObject *oq, *okt, *ov, *orows, *okeys, *oout;
-    int B, H, R, dh, cap;
+    PyObject *oq, *okt, *ov, *orows, *okeys, *oindex, *oout;
+    int B, H, R, dh, cap, n_out;
     Consts c;
-    if (!PyArg_ParseTuple(args, "OOOOOO(iiiii)iiiii", &oq, &okt, &ov, &orows, &okeys, &oout, &B, &H, &R, &dh, &cap,
-                          &c.exp_mul, &c.exp_shift, &c.exp_clamp, &c.out_mul, &c.out_shift))
+    if (!PyArg_ParseTuple(args, "OOOOOOO(iiiiii)iiiii", &oq, &okt, &ov, &orows, &okeys, &oindex, &oout, &B, &H, &R, &dh,
+                          &cap, &n_out, &c.exp_mul, &c.exp_shift, &c.exp_clamp, &c.out_mul, &c.out_shift))
         return NULL;
-    if (B < 0 || H < 0 || R < 0 || dh < 4 || dh > MAX_DH || dh % 4 || cap < KEY_BLOCK || cap % KEY_BLOCK) {
+    if (B < 0 || H < 1 || R < 0 || n_out < 0 || dh < 4 || dh > MAX_DH || dh % 4 || cap < KEY_BLOCK || cap % KEY_BLOCK) {
         PyErr_SetString(PyExc_ValueError, "attention: bad shape");
         return NULL;
     }
-    Py_buffer bq, bkt, bv, brows, bkeys, bout;
     const Py_ssize_t bh = (Py_ssize_t)B * H;
-    int got = 0;
-    if (buffer(oq, &bq, 0, 1, bh * R * dh, "q") == 0 && ++got && buffer(okt, &bkt, 0, 1, bh * dh * cap, "kt") == 0 &&
-        ++got && buffer(ov, &bv, 0, 4, bh * cap * dh, "v") == 0 && ++got &&
-        buffer(orows, &brows, 0, 4, B, "rows") == 0 && ++got && buffer(okeys, &bkeys, 0, 4, B, "keys") == 0 && ++got &&
-        buffer(oout, &bout, 1, 1, bh * R * dh, "out") == 0)
-        ++got;
-    int status = got == 6 ? 0 : -2;
-    const int32_t *rows = got == 6 ? brows.buf : NULL, *keys = got == 6 ? bkeys.buf : NULL;
-    if (status == 0) {
-        for (int b = 0; b < B; b++) {
-            if (rows[b] < 0 || rows[b] > R || keys[b] < 1 || keys[b] > cap) status = -3;
-        }
+    Arg a[] = {
+        {oq, 1, bh * R * dh, 0, 0, "q"},          {okt, 1, bh * dh * cap, 0, 0, "kt"},
+        {ov, 2, bh * cap * dh, 0, 0, "v"},        {orows, 4, B, 0, 0, "rows"},
+        {okeys, 4, B, 0, 0, "keys"},              {oindex, 4, (Py_ssize_t)B * R, 0, 0, "row_index"},
+        {oout, 1, (Py_ssize_t)n_out * H * dh, 1, 0, "out"},
+    };
+    if (acquire(a, 7) < 0) return NULL;
+    const int32_t *rows = a[3].view.buf, *keys = a[4].view.buf, *row_index = a[5].view.buf;
+    int status = 0;
+    for (int b = 0; b < B && status == 0; b++) {
+        if (rows[b] < 0 || rows[b] > R || keys[b] < 1 || keys[b] > cap) status = -3;
+        for (int r = 0; r < rows[b] && status == 0; r++)
+            if (row_index[(size_t)b * R + r] < 0 || row_index[(size_t)b * R + r] >= n_out) status = -3;
     }
     if (status == 0) {
         int32_t *s = malloc(sizeof(int32_t) * ((size_t)(ROW_GROUP + 1) * cap + ROW_GROUP * MAX_DH));
@@ -367,21 +444,19 @@ static PyObject *attention(PyObject *self, PyObject *args) {
         } else {
             Py_BEGIN_ALLOW_THREADS;
             for (Py_ssize_t i = 0; i < bh && status == 0; i++) {
-                const int b = (int)(i / H);
-                status = attend_pair((const int8_t *)bq.buf + i * R * dh, rows[b], (const int8_t *)bkt.buf + i * dh * cap,
-                                     (const float *)bv.buf + i * cap * dh, keys[b], cap, dh, c,
-                                     (int8_t *)bout.buf + i * R * dh, s, s + (size_t)ROW_GROUP * cap,
-                                     (float *)(s + (size_t)(ROW_GROUP + 1) * cap));
+                const int b = (int)(i / H), head = (int)(i % H);
+                status = attend_pair((const int8_t *)a[0].view.buf + i * R * dh, rows[b],
+                                     (const int8_t *)a[1].view.buf + i * dh * cap, (const int16_t *)a[2].view.buf + i * cap * dh,
+                                     keys[b], cap, dh, c, row_index + (size_t)b * R, (int8_t *)a[6].view.buf + head * dh,
+                                     H * dh, s, s + (size_t)ROW_GROUP * cap, s + (size_t)(ROW_GROUP + 1) * cap);
             }
             Py_END_ALLOW_THREADS;
             free(s);
         }
     }
-    Py_buffer *views[] = {&bq, &bkt, &bv, &brows, &bkeys, &bout};
-    for (int i = 0; i < got; i++) PyBuffer_Release(views[i]);
-    if (status == -2) return NULL;
+    release(a, 7);
     if (status == -3) {
-        PyErr_SetString(PyExc_ValueError, "attention: row or key counts out of range");
+        PyErr_SetString(PyExc_ValueError, "attention: row or key counts or row indices out of range");
         return NULL;
     }
     if (status == -4) return PyErr_NoMemory();
@@ -392,8 +467,241 @@ static PyObject *attention(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ----- the steps between the matrix products ------------------------------------------------- */
+
+/* Linear's output (FORMAT.md 8.3): (acc * mul + add) >> shift, exact in int64 by the bounds of 8.6. */
+static inline int64_t requant(int32_t acc, int64_t mul, int64_t add, int shift) {
+    return ((int64_t)acc * mul + add) >> shift;
+}
+
+static inline int64_t clamp64(int64_t x, int64_t lo, int64_t hi) { return x < lo ? lo : x > hi ? hi : x; }
+
+/* h += requant(acc) (clamped to the residual's range), for one row. */
+MULTIVERSION
+static void add_residual(int32_t *restrict h, const int32_t *restrict acc, const int64_t *restrict mul,
+                         const int64_t *restrict add, int shift, int d) {
+    for (int j = 0; j < d; j++) h[j] = (int32_t)clamp64(h[j] + requant(acc[j], mul[j], add[j], shift), -RESID_MAX, RESID_MAX);
+}
+
+/* Norm(x; gain, bias) of one row (FORMAT.md 8.3), d = 2^log2d. */
+MULTIVERSION
+static void norm_row(const int32_t *restrict x, int d, int log2d, const int64_t *restrict gain,
+                     const int64_t *restrict bias, int64_t eps, int8_t *restrict out) {
+    int64_t sum = 0;
+    for (int j = 0; j < d; j++) sum += x[j];
+    const int64_t mu = (sum + (d >> 1)) >> log2d;
+    int64_t squares = 0;
+    for (int j = 0; j < d; j++) squares += (x[j] - mu) * (x[j] - mu);
+    const int64_t v = (squares >> log2d) + eps;
+    const int t = (bit_length64((uint64_t)v) - 1) >> 1;
+    const int64_t m = 2 * t <= 10 ? v << (10 - 2 * t) : v >> (2 * t - 10);
+    const int64_t r = rsqrt[m - RSQRT_LO];
+    for (int j = 0; j < d; j++) {
+        const int64_t n = ((x[j] - mu) * r) >> (t + 3);
+        out[j] = (int8_t)clamp64((n * gain[j] + bias[j]) >> 24, -ACT_MAX, ACT_MAX);
+    }
+}
+
+static PyObject *norm(PyObject *self, PyObject *args) {
+    PyObject *oh, *oacc, *omul, *oadd, *ogain, *obias, *oout;
+    int shift, n, d;
+    long long eps;
+    if (!PyArg_ParseTuple(args, "OOOOiOOLO(ii)", &oh, &oacc, &omul, &oadd, &shift, &ogain, &obias, &eps, &oout, &n, &d))
+        return NULL;
+    if (n < 0 || d < 1 || d > MAX_D || (d & (d - 1)) || shift < 0 || shift > 62 || eps < 1 || eps >= (1LL << 40)) {
+        PyErr_SetString(PyExc_ValueError, "norm: bad shape, shift or eps");
+        return NULL;
+    }
+    const int with_acc = oacc != Py_None;
+    Arg a[] = {
+        {oh, 4, (Py_ssize_t)n * d, 1, 0, "h"},   {oacc, 4, (Py_ssize_t)n * d, 0, 1, "acc"},
+        {omul, 8, with_acc ? d : 0, 0, 1, "mul"}, {oadd, 8, with_acc ? d : 0, 0, 1, "add"},
+        {ogain, 8, d, 0, 0, "gain"},              {obias, 8, d, 0, 0, "bias"},
+        {oout, 1, (Py_ssize_t)n * d, 1, 0, "out"},
+    };
+    if (acquire(a, 7) < 0) return NULL;
+    if (with_acc && (!a[2].held || !a[3].held)) {
+        release(a, 7);
+        PyErr_SetString(PyExc_ValueError, "norm: acc needs mul and add");
+        return NULL;
+    }
+    const int log2d = bit_length((uint32_t)d) - 1;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int32_t *h = (int32_t *)a[0].view.buf + i * d;
+        if (with_acc) add_residual(h, (const int32_t *)a[1].view.buf + i * d, a[2].view.buf, a[3].view.buf, shift, d);
+        norm_row(h, d, log2d, a[4].view.buf, a[5].view.buf, eps, (int8_t *)a[6].view.buf + i * d);
+    }
+    Py_END_ALLOW_THREADS;
+    release(a, 7);
+    Py_RETURN_NONE;
+}
+
+/* One row of Linear's output, clamped to -limit..limit, to int8. */
+MULTIVERSION
+static void requant_int8(const int32_t *restrict acc, const int64_t *restrict mul, const int64_t *restrict add, int shift,
+                         int n, int64_t limit, int8_t *restrict out) {
+    for (int j = 0; j < n; j++) out[j] = (int8_t)clamp64(requant(acc[j], mul[j], add[j], shift), -limit, limit);
+}
+
+static PyObject *project(PyObject *self, PyObject *args) {
+    PyObject *oacc, *omul, *oadd, *otiles, *oslots, *okeys, *oq, *okt, *ov;
+    int shift, parts, n, d, H, B, R, cap;
+    if (!PyArg_ParseTuple(args, "OOOiiOOOOOO(iiiiii)", &oacc, &omul, &oadd, &shift, &parts, &otiles, &oslots, &okeys, &oq,
+                          &okt, &ov, &n, &d, &H, &B, &R, &cap))
+        return NULL;
+    if (n < 0 || d < 4 || H < 1 || d % H || (d / H) % 4 || d / H > MAX_DH || B < 0 || R < 0 || cap < 0 ||
+        parts < 1 || parts > 3 || shift < 0 || shift > 62) {
+        PyErr_SetString(PyExc_ValueError, "project: bad shape, parts or shift");
+        return NULL;
+    }
+    const int with_q = parts & 1, with_kv = parts >> 1, width = (with_q + 2 * with_kv) * d, dh = d / H;
+    Arg a[] = {
+        {oacc, 4, (Py_ssize_t)n * width, 0, 0, "acc"},
+        {omul, 8, width, 0, 0, "mul"},
+        {oadd, 8, width, 0, 0, "add"},
+        {otiles, 4, n, 0, 0, "tiles"},
+        {oslots, 4, with_q ? n : 0, 0, !with_q, "slots"},
+        {okeys, 4, with_kv ? n : 0, 0, !with_kv, "keys"},
+        {oq, 1, with_q ? (Py_ssize_t)B * R * d : 0, 1, !with_q, "q"},
+        {okt, 1, with_kv ? (Py_ssize_t)B * d * cap : 0, 1, !with_kv, "kt"},
+        {ov, 2, with_kv ? (Py_ssize_t)B * d * cap : 0, 1, !with_kv, "v"},
+    };
+    if (acquire(a, 9) < 0) return NULL;
+    const int32_t *tiles = a[3].view.buf, *slots = a[4].view.buf, *keys = a[5].view.buf;
+    int bad = (with_q && !a[4].held) || (with_kv && !a[5].held);
+    for (int i = 0; i < n && !bad; i++)
+        bad = tiles[i] < 0 || tiles[i] >= B || (with_q && (slots[i] < 0 || slots[i] >= R)) ||
+              (with_kv && (keys[i] < 0 || keys[i] >= cap));
+    if (bad) {
+        release(a, 9);
+        PyErr_SetString(PyExc_ValueError, "project: a tile, slot or key out of range");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    int8_t y[3 * MAX_D];
+    for (int i = 0; i < n; i++) {
+        const int32_t *acc = (const int32_t *)a[0].view.buf + (size_t)i * width;
+        const int64_t *mul = a[1].view.buf, *add = a[2].view.buf;
+        const size_t tile = (size_t)tiles[i];
+        int col = 0;
+        if (with_q) {
+            requant_int8(acc, mul, add, shift, d, ACT_MAX, y);
+            for (int h = 0; h < H; h++)
+                memcpy((int8_t *)a[6].view.buf + ((tile * H + h) * R + slots[i]) * dh, y + h * dh, dh);
+            col = d;
+        }
+        if (with_kv) {
+            requant_int8(acc + col, mul + col, add + col, shift, d, KEY_MAX, y);
+            requant_int8(acc + col + d, mul + col + d, add + col + d, shift, d, ACT_MAX, y + d);
+            const size_t key = (size_t)keys[i];
+            for (int h = 0; h < H; h++) {
+                int8_t *kt = (int8_t *)a[7].view.buf + (tile * H + h) * dh * cap;
+                int16_t *v = (int16_t *)a[8].view.buf + ((tile * H + h) * cap + key / 2 * 2) * dh + key % 2;
+                for (int g = 0; g < dh / 4; g++) memcpy(kt + ((size_t)g * cap + key) * 4, y + h * dh + 4 * g, 4);
+                for (int c = 0; c < dh; c++) v[2 * c] = y[d + h * dh + c];
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    release(a, 9);
+    Py_RETURN_NONE;
+}
+
+MULTIVERSION
+static void gelu_row(const int32_t *restrict acc, const int64_t *restrict mul, const int64_t *restrict add, int shift,
+                     int m, const int8_t *restrict table, int8_t *restrict out) {
+    for (int j = 0; j < m; j++) out[j] = table[clamp64(requant(acc[j], mul[j], add[j], shift), 0, GELU_SIZE - 1)];
+}
+
+static PyObject *gelu(PyObject *self, PyObject *args) {
+    PyObject *oacc, *omul, *oadd, *otable, *oout;
+    int shift, n, m;
+    if (!PyArg_ParseTuple(args, "OOOiOO(ii)", &oacc, &omul, &oadd, &shift, &otable, &oout, &n, &m)) return NULL;
+    if (n < 0 || m < 0 || shift < 0 || shift > 62) {
+        PyErr_SetString(PyExc_ValueError, "gelu: bad shape or shift");
+        return NULL;
+    }
+    Arg a[] = {
+        {oacc, 4, (Py_ssize_t)n * m, 0, 0, "acc"}, {omul, 8, m, 0, 0, "mul"}, {oadd, 8, m, 0, 0, "add"},
+        {otable, 1, GELU_SIZE, 0, 0, "table"},     {oout, 1, (Py_ssize_t)n * m, 1, 0, "out"},
+    };
+    if (acquire(a, 5) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < n; i++)
+        gelu_row((const int32_t *)a[0].view.buf + i * m, a[1].view.buf, a[2].view.buf, shift, m, a[3].view.buf,
+                 (int8_t *)a[4].view.buf + i * m);
+    Py_END_ALLOW_THREADS;
+    release(a, 5);
+    Py_RETURN_NONE;
+}
+
+/* Frequencies(l; k) of one row of logits (FORMAT.md 8.3); p is scratch of k entries. */
+MULTIVERSION
+static void frequency_row(const int64_t *restrict logits, int k, int precision, int64_t *restrict p, int64_t *restrict f) {
+    int64_t top = logits[0];
+    for (int i = 1; i < k; i++) top = logits[i] > top ? logits[i] : top;
+    int64_t total = 0;
+    for (int i = 0; i < k; i++) {
+        int64_t d = top - logits[i];
+        d = d < ((int64_t)FREQ_EXP_MAX << LOG2_FRAC) ? d : (int64_t)FREQ_EXP_MAX << LOG2_FRAC;
+        const int z = (int)(d >> LOG2_FRAC);
+        p[i] = z >= FREQ_EXP_MAX ? 0 : ((int64_t)exp2_poly((int32_t)(d & ((1 << LOG2_FRAC) - 1))) << 8) >> z;
+        total += p[i];
+    }
+    const int e = bit_length64((uint64_t)total) - 1;
+    const int64_t r = recip[(total >> (e - 11)) - RECIP_LO];
+    const int64_t w = ((((int64_t)1 << precision) - k) * r) >> (e - 23);
+    int64_t sum = 0;
+    for (int i = 0; i < k; i++) {
+        f[i] = 1 + ((p[i] * w) >> FREQ_SHIFT);
+        sum += f[i];
+    }
+    int best = 0;
+    for (int i = 1; i < k; i++) best = f[i] > f[best] ? i : best;
+    f[best] += ((int64_t)1 << precision) - sum;
+}
+
+static PyObject *frequencies(PyObject *self, PyObject *args) {
+    PyObject *oacc, *omul, *oadd, *oout;
+    int shift, n, k, precision;
+    if (!PyArg_ParseTuple(args, "OOOiO(ii)i", &oacc, &omul, &oadd, &shift, &oout, &n, &k, &precision)) return NULL;
+    if (n < 0 || k < 1 || k > (1 << 16) || shift < 0 || shift > 62 || precision < 17 || precision > 30 ||
+        k >= (1 << precision)) {
+        PyErr_SetString(PyExc_ValueError, "frequencies: bad shape, shift or precision");
+        return NULL;
+    }
+    Arg a[] = {
+        {oacc, 4, (Py_ssize_t)n * k, 0, 0, "acc"},
+        {omul, 8, k, 0, 0, "mul"},
+        {oadd, 8, k, 0, 0, "add"},
+        {oout, 8, (Py_ssize_t)n * k, 1, 0, "out"},
+    };
+    if (acquire(a, 4) < 0) return NULL;
+    int64_t *scratch = malloc(sizeof(int64_t) * 2 * (size_t)k);
+    if (!scratch) {
+        release(a, 4);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    const int64_t *mul = a[1].view.buf, *add = a[2].view.buf;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const int32_t *acc = (const int32_t *)a[0].view.buf + i * k;
+        for (int j = 0; j < k; j++) scratch[k + j] = requant(acc[j], mul[j], add[j], shift);
+        frequency_row(scratch + k, k, precision, scratch, (int64_t *)a[3].view.buf + i * k);
+    }
+    Py_END_ALLOW_THREADS;
+    free(scratch);
+    release(a, 4);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"attention", attention, METH_VARARGS, "The prior's integer attention (see dqcodec.intmath.attention)."},
+    {"norm", norm, METH_VARARGS, "Residual update by a Linear's output, then Norm (FORMAT.md 8.3)."},
+    {"project", project, METH_VARARGS, "A block's q, k, v rows to the queries and the key/value cache."},
+    {"gelu", gelu, METH_VARARGS, "fc1's output through the GELU table."},
+    {"frequencies", frequencies, METH_VARARGS, "A head's output to frequency tables (FORMAT.md 8.3)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -401,6 +709,7 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", "Fused int
 
 PyMODINIT_FUNC PyInit__native(void) {
     for (int j = 0; j < RECIP_LO; j++) recip[j] = (1 << 24) / (RECIP_LO + j + 1);
+    for (int m = RSQRT_LO; m < RSQRT_HI; m++) rsqrt[m - RSQRT_LO] = (isqrt(((uint64_t)1 << 42) / m) + 1) >> 1;
 #ifdef HAVE_X86_KERNELS
     __builtin_cpu_init();
     const char *isa = getenv("DQC_NATIVE_ISA"); /* "avx2" or "generic": a slower path, for tests */

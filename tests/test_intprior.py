@@ -150,6 +150,75 @@ def test_c_attention_kernel_gives_torchs_integers_on_every_path() -> None:
     assert len(set(runs.values())) == 1, runs
 
 
+def test_c_steps_between_products_give_torchs_integers_at_the_extremes() -> None:
+    """The C kernels' norm (with the residual update), projection into queries and cache, GELU
+    and frequencies give intmath's integers on inputs at and near every clamp: residuals at
+    +-(2^21 - 1), rows of equal values (variance 0), activations at +-127 and logits far apart."""
+    kernels = intmath.native_kernels()
+    if kernels is None:
+        pytest.skip("dqcodec was built without its C kernels, or this CPU has neither AVX2 nor VNNI")
+    prior = load_model("dq").prior
+    blk, d = prior.blocks[1], prior.config["dim"]
+    gen = torch.Generator().manual_seed(5)
+    limit = intmath.RESID_MAX
+    h = torch.randint(-limit, limit + 1, (64, d), generator=gen)
+    h[0], h[1], h[2], h[3] = limit, -limit, 7, torch.arange(d) % 2 * 2 * limit - limit
+    a = torch.randint(-127, 128, (64, d), generator=gen, dtype=torch.int8)
+    a[0], a[1], a[2] = 127, -127, torch.where(torch.arange(d) % 3 == 0, 127, -127).to(torch.int8)
+
+    # residual + norm: h += proj(a), then ln2
+    acc = blk.proj.product(a)
+    expected_h = (h.double() + blk.proj(a)).clamp(-limit, limit)
+    got_h, got = h.to(torch.int32).numpy().copy(), np.empty((64, d), dtype=np.int8)
+    kernels.norm(got_h, acc.numpy(), *blk.proj.integers, *blk.ln2.integers, blk.ln2.eps, got, got.shape)
+    assert np.array_equal(got_h, expected_h.numpy().astype(np.int32))
+    assert np.array_equal(got, blk.ln2(expected_h).numpy())
+    assert (abs(got_h) == limit).sum() > 100  # the clamp was reached
+    # norm alone, on rows of equal values (variance 0: v = ln_eps) and at the extremes
+    flat = torch.stack([torch.full((d,), x) for x in (-limit, -1, 0, 3, limit)] + [h[3]])
+    got = np.empty(flat.shape, dtype=np.int8)
+    kernels.norm(flat.to(torch.int32).numpy(), None, None, None, 0, *blk.ln1.integers, blk.ln1.eps, got, got.shape)
+    assert np.array_equal(got, blk.ln1(flat.double()).numpy())
+
+    # q, k and v into their tiles' slots and keys
+    heads, dh = prior.config["heads"], d // prior.config["heads"]
+    tiles, slots, keys = (np.array(x, dtype=np.int32) for x in ([1] * 32 + [0] * 32, list(range(64)), [5] * 64))
+    keys[:32] = np.arange(32) + 16
+    q = np.zeros((2, heads, 64, dh), dtype=np.int8)
+    kt = np.zeros((2, heads, dh // 4, 64, 4), dtype=np.int8)
+    v = np.zeros((2, heads, 32, dh, 2), dtype=np.int16)  # in pairs of keys
+    kernels.project(
+        blk.qkv.product(a).numpy(), *blk.qkv.integers, 3, tiles, slots, keys, q, kt, v, (64, d, heads, 2, 64, 64)
+    )
+    y = torch.max(torch.min(blk.qkv(a), blk.qkv_max), -blk.qkv_max).numpy()
+    for r in (0, 1, 2, 20, 63):  # rows 32..63 share a key: the last one stays
+        t, key = tiles[r], keys[r]
+        assert np.array_equal(q[t, :, slots[r]].reshape(-1), y[r, :d])
+        assert np.array_equal(kt[t, :, :, key].reshape(-1), y[r, d : 2 * d])
+        assert np.array_equal(v[t, :, key // 2, :, key % 2].reshape(-1), y[r, 2 * d :])
+    assert abs(y[:, d : 2 * d]).max() == 63 and abs(y[:, :d]).max() == 127
+
+    # fc1 through the GELU table, for every sum its weights allow (the extremes included)
+    bound = 127 * blk.fc1.weight.abs().sum(0).to(torch.int32)
+    acc = (torch.rand(64, len(bound), generator=gen) * (2 * bound + 1)).to(torch.int32) - bound
+    acc[0], acc[1] = bound, -bound
+    got = np.empty(acc.shape, dtype=np.int8)
+    kernels.gelu(acc.numpy(), *blk.fc1.integers, blk.gelu.numpy(), got, acc.shape)
+    index = intmath.requantize(acc, blk.fc1.mul, blk.fc1.add).clamp(0, 2 * intmath.GELU_HALF - 1).long()
+    assert np.array_equal(got, blk.gelu[index].numpy())
+    assert index.min() == 0 and index.max() == 2 * intmath.GELU_HALF - 1
+
+    # frequencies of both heads, of products and of sums at the weights' extremes (logits far apart)
+    for head in (prior.map_head, prior.code_head):
+        bound = 127 * head.weight.abs().sum(0).to(torch.int32)
+        extreme = (torch.rand(64, len(bound), generator=gen) * (2 * bound + 1)).to(torch.int32) - bound
+        for acc in (head.product(a), extreme):
+            got = np.empty(acc.shape, dtype=np.int64)
+            kernels.frequencies(acc.numpy(), *head.integers, got, acc.shape, PRECISION)
+            expected = intmath.frequencies(intmath.requantize(acc, head.mul, head.add), PRECISION)
+            assert np.array_equal(got, expected.numpy())
+
+
 def test_frequencies_do_not_depend_on_threads(mixed_tiles) -> None:
     m = load_model("dq")
     old = torch.get_num_threads()

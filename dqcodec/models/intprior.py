@@ -60,6 +60,7 @@ class IntLinear:
     weight: torch.Tensor  # (in, out) int8, contiguous
     mul: torch.Tensor  # (out,) M * 2^-S, float64 (exact)
     add: torch.Tensor  # (out,) B * 2^-S, float64 (exact), rounding offset included
+    integers: tuple[np.ndarray, np.ndarray, int]  # M and B (int64, (out,)) and S, for the C kernels
 
     def product(self, a: torch.Tensor) -> torch.Tensor:
         """acc = a . W for int8 activations a (n, in): int32 (n, out), exact."""
@@ -71,7 +72,9 @@ class IntLinear:
 
     def rows(self, lo: int, hi: int) -> IntLinear:
         """The layer restricted to output channels lo..hi-1."""
-        return IntLinear(self.weight[:, lo:hi].contiguous(), self.mul[lo:hi], self.add[lo:hi])
+        m, b, shift = self.integers
+        integers = (np.ascontiguousarray(m[lo:hi]), np.ascontiguousarray(b[lo:hi]), shift)
+        return IntLinear(self.weight[:, lo:hi].contiguous(), self.mul[lo:hi], self.add[lo:hi], integers)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class IntNorm:
     gain: torch.Tensor  # (d,) G * 2^-24, float64 (exact)
     bias: torch.Tensor  # (d,) B * 2^-24, float64 (exact)
     eps: int
+    integers: tuple[np.ndarray, np.ndarray]  # G and B, int64 (d,), for the C kernels
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return layer_norm(x, self.gain, self.bias, self.eps).to(torch.int8)
@@ -90,6 +94,7 @@ class IntBlock:
     qkv: IntLinear
     qkv_max: torch.Tensor  # (3d,) float64: queries and values clamp at 127, keys at 63
     q_only: IntLinear
+    kv_only: IntLinear
     exp_mul: int
     exp_shift: int
     exp_clamp: int
@@ -106,9 +111,9 @@ class KVCache:
     """Keys and values of the content slots of a batch of tiles, per block, as the attention
     kernel takes them. For `intmath.attention`: keys kt (B, H, dh, cap) int8, transposed (the
     second operand of the query-key product), and values v (B, H, cap, dh + 1), int8 values in
-    float32 with a ones column (the weights' row totals). For the C kernel (`native`): keys
-    (B, H, dh / 4, cap, 4) int8 in quads of channels, values (B, H, cap, dh) float32, and cap a
-    multiple of 16."""
+    float32 with a ones column (the weights' row totals). For the C kernels (`native`): keys
+    (B, H, dh / 4, cap, 4) int8 in quads of channels, values (B, H, cap / 2, dh, 2) int16 in pairs
+    of keys, and cap a multiple of 16. Slots past a tile's length stay 0."""
 
     def __init__(self, prior: IntPrior, tiles: int, capacity: int = 512, native: bool | None = None) -> None:
         cfg = prior.config
@@ -129,7 +134,7 @@ class KVCache:
 
     def _values(self, tiles: int, capacity: int) -> torch.Tensor:
         if self.native:
-            return torch.zeros(tiles, self.heads, capacity, self.dh)
+            return torch.zeros(tiles, self.heads, capacity // 2, self.dh, 2, dtype=torch.int16)
         return torch.ones(tiles, self.heads, capacity, self.dh + 1)
 
     @property
@@ -138,21 +143,26 @@ class KVCache:
 
     @property
     def capacity(self) -> int:
-        return self.v[0].shape[2]
+        return self.kt[0].shape[3]
 
     def put(self, block: int, tile: torch.Tensor | slice, key: torch.Tensor | int, k: torch.Tensor, v: torch.Tensor):
         """Keys k and values v (n, H, dh) of slots `key` of tiles `tile` into block `block`."""
         n = k.shape[0]
         if self.native:
             self.kt[block][tile, :, :, key] = k.reshape(n, self.heads, self.dh // 4, 4).to(torch.int8)
+            self.v[block][tile, :, key // 2, :, key % 2] = v.to(torch.int16)
         else:
             self.kt[block][tile, :, :, key] = k.to(torch.int8)
-        self.v[block][tile, :, key, : self.dh] = v.to(self.v[block].dtype)
+            self.v[block][tile, :, key, : self.dh] = v.to(self.v[block].dtype)
 
     def keys_values(self, block: int, tile: int, key: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values (H, dh) of one slot."""
         kt = self.kt[block][tile, :, :, key]
-        return kt.reshape(self.heads, self.dh), self.v[block][tile, :, key, : self.dh].float()
+        if self.native:
+            v = self.v[block][tile, :, key // 2, :, key % 2]
+        else:
+            v = self.v[block][tile, :, key, : self.dh]
+        return kt.reshape(self.heads, self.dh), v.float()
 
     def reserve(self, length: int) -> None:
         cap = self.capacity
@@ -164,7 +174,7 @@ class KVCache:
         for i in range(len(self.kt)):
             kt, v = self._keys(self.tiles, cap), self._values(self.tiles, cap)
             kt[:, :, :, :old] = self.kt[i]
-            v[:, :, :old] = self.v[i]
+            v[:, :, : old // 2 if self.native else old] = self.v[i]
             self.kt[i], self.v[i] = kt, v
 
 
@@ -198,6 +208,8 @@ class IntPrior:
         if not 0 <= self.embed_shift <= 4:  # three int16 embeddings << 4 stay below the residual's 2^21
             raise WeightsError(f"embed_shift {self.embed_shift} is outside 0..4")
         eps = int(cfg["ln_eps"])
+        if not 1 <= eps < 1 << 40:
+            raise WeightsError(f"ln_eps {eps} is outside 1..2^40 - 1")
         if d % heads or d & (d - 1):
             raise WeightsError("dim must be a power of two divisible by the head count")
         emb = {n: self._int(a, n, (16,)) for n in ("content_embed", "level_embed", "pos_embed", "kind_embed")}
@@ -217,6 +229,7 @@ class IntPrior:
                 qkv=qkv,
                 qkv_max=torch.tensor([ACT_MAX] * d + [KEY_MAX] * d + [ACT_MAX] * d, dtype=torch.float64),
                 q_only=qkv.rows(0, d),
+                kv_only=qkv.rows(d, 3 * d),
                 exp_mul=self._scalar(a, p + "attn.exp_mul", 1, 1 << 20),
                 exp_shift=self._scalar(a, p + "attn.exp_shift", 0, 30),
                 exp_clamp=self._scalar(a, p + "attn.exp_clamp", 1, 1 << 21),
@@ -263,7 +276,8 @@ class IntPrior:
         gain, bias = self._int(a, name + ".gain", (32,)), self._int(a, name + ".bias", (64,))
         if gain.shape != (d,) or bias.shape != (d,) or not (_below(gain, 1 << 20) and _below(bias, 1 << 40)):
             raise WeightsError(f"{name}: gain must be (d,) below 2^20 and bias (d,) below 2^40")
-        return IntNorm(gain.double() * 2.0**-24, bias.double() * 2.0**-24, eps)
+        integers = (gain.numpy().astype(np.int64), bias.numpy().astype(np.int64))
+        return IntNorm(gain.double() * 2.0**-24, bias.double() * 2.0**-24, eps, integers)
 
     def _linear(self, a: dict[str, np.ndarray], name: str, n_in: int, n_out: int, offset: int = 0) -> IntLinear:
         w = self._int(a, name + ".weight", (8,), WEIGHT_MAX)
@@ -281,7 +295,8 @@ class IntPrior:
             raise WeightsError(f"{name}: 127 * sum |weight| * |mul| + |add| reaches 2^53")
         add = add + (offset << shift)
         scale = 2.0**-shift
-        return IntLinear(w.t().contiguous().to(torch.int8), mul.double() * scale, add.double() * scale)
+        integers = (mul.numpy().astype(np.int64), add.numpy().astype(np.int64), shift)
+        return IntLinear(w.t().contiguous().to(torch.int8), mul.double() * scale, add.double() * scale, integers)
 
     # ----- embeddings ------------------------------------------------------------------------
     def embed_query(self, kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -332,15 +347,22 @@ class IntPrior:
         tile_c = torch.cat([torch.full((len(c[0]),), b) for b, c in c_parts]) if c_parts else tiles[:0]
         tile_q = torch.cat([torch.full((len(q[0]),), b) for b, q in q_parts]) if q_parts else tiles[:0]
         empty = torch.zeros(0, self.bos.shape[0], dtype=torch.float64)
-        out = self._forward(cache, h_c if h_c is not None else empty, tile_c, h_q if h_q is not None else empty, tile_q)
+        h_c, h_q = h_c if h_c is not None else empty, h_q if h_q is not None else empty
         result: list[np.ndarray | None] = [None] * cache.tiles
         if not q_parts:
+            (self._forward_native if cache.native else self._forward)(cache, h_c, tile_c, h_q, tile_q)
             return result
         kinds = {int(q[0][0]) == KIND_MAP for _, q in q_parts}
         if len(kinds) > 1:
             raise ValueError("the query tokens of one pass must all be map tokens or all codes")
         head = self.map_head if kinds.pop() else self.code_head
-        freq = frequencies(head(self.ln_out(out)), precision).numpy()
+        if cache.native:
+            rows = self._forward_native(cache, h_c, tile_c, h_q, tile_q)
+            acc = head.product(rows)
+            freq = np.empty(acc.shape, dtype=np.int64)
+            native_kernels().frequencies(acc.numpy(), *head.integers, freq, acc.shape, precision)  # type: ignore[union-attr]
+        else:
+            freq = frequencies(head(self.ln_out(self._forward(cache, h_c, tile_c, h_q, tile_q))), precision).numpy()
         start = 0
         for b, q in q_parts:
             result[b] = freq[start : start + len(q[0])]
@@ -351,7 +373,8 @@ class IntPrior:
         self, cache: KVCache, h_c: torch.Tensor, tile_c: torch.Tensor, h_q: torch.Tensor, tile_q: torch.Tensor
     ) -> torch.Tensor:
         """Content rows h_c of tiles tile_c join the cache; query rows h_q of tiles tile_q attend
-        to it. Returns the query rows' residuals after the last block."""
+        to it. Returns the query rows' residuals after the last block. (The torch path; with the C
+        kernels, `_forward_native`.)"""
         d, heads = h_c.shape[1], cache.heads
         n_c = len(h_c)
         # each tile's rows sit in a padded block: its content rows first, then its query rows
@@ -386,12 +409,8 @@ class IntPrior:
             slot_i = slot if i < last else slot - counts_c[tile]
             qp = torch.zeros(cache.tiles, rows, d, dtype=torch.int8)
             qp[tile, slot_i] = q
-            if cache.native:
-                counts = counts_c + counts_q if i < last else counts_q
-                o = self._attend_native(blk, cache, i, _heads(qp, heads), counts, new_len)
-            else:
-                kt, v1 = cache.kt[i][..., :n_keys], cache.v[i][:, :, :n_keys]
-                o = self._attend(blk, _heads(qp, heads), kt, v1, key_group, row_limit)
+            kt, v1 = cache.kt[i][..., :n_keys], cache.v[i][:, :, :n_keys]
+            o = self._attend(blk, _heads(qp, heads), kt, v1, key_group, row_limit)
             h = self._finish(blk, h, o.transpose(1, 2).reshape(cache.tiles, rows, d)[tile, slot_i])
         cache.lengths = new_len
         return h
@@ -408,26 +427,77 @@ class IntPrior:
         consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
         return attention(q, kt, v1, key_group, row_limit, *consts)
 
-    @staticmethod
-    def _attend_native(
-        blk: IntBlock, cache: KVCache, block: int, q: torch.Tensor, rows: torch.Tensor, keys: torch.Tensor
+    def _forward_native(
+        self,
+        cache: KVCache,
+        h_c: torch.Tensor,
+        tile_c: torch.Tensor,
+        h_q: torch.Tensor,
+        tile_q: torch.Tensor,
     ) -> torch.Tensor:
-        """`_attend` by the C kernel: q (B, H, R, dh) int8; tile b's first rows[b] rows attend to
-        its first keys[b] keys (the others are padding; their outputs are 0)."""
-        q = q.contiguous()
-        out = torch.zeros_like(q)
-        consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
-        native_kernels().attention(  # type: ignore[union-attr]
-            q.numpy(),
-            cache.kt[block].numpy(),
-            cache.v[block].numpy(),
-            rows.to(torch.int32).numpy(),
-            keys.to(torch.int32).numpy(),
-            out.numpy(),
-            (*q.shape, cache.capacity),
-            *consts,
-        )
-        return out
+        """`_forward` by the C kernels: the matrix products in torch, every step between them in
+        C. Returns the query rows after the last block and ln_out (int8)."""
+        kernels = native_kernels()
+        assert kernels is not None
+        d, heads, n_tiles = h_c.shape[1], cache.heads, cache.tiles
+        n_c, n_q = len(h_c), len(h_q)
+        counts_c = torch.bincount(tile_c, minlength=n_tiles)
+        counts_q = torch.bincount(tile_q, minlength=n_tiles)
+        slot_c = _rank_within(tile_c)
+        slot_q = counts_c[tile_q] + _rank_within(tile_q)
+        key_c = cache.lengths[tile_c] + slot_c
+        new_len = cache.lengths + counts_c
+        cache.reserve(int(new_len.max()))
+        shape = (n_tiles, heads, int((counts_c + counts_q).max()), d // heads)
+        tile = torch.cat([tile_c, tile_q]).to(torch.int32).numpy()
+        int32 = {"slot_c": slot_c, "key_c": key_c, "slot_q": slot_q, "slot_q_last": slot_q - counts_c[tile_q]}
+        ix = {k: v.to(torch.int32).numpy() for k, v in int32.items()}
+        # where each tile's row r of the attention output goes: rows in order, content then query
+        row_index = np.zeros(shape[0] * shape[2], dtype=np.int32)
+        row_index[tile * shape[2] + np.concatenate([ix["slot_c"], ix["slot_q"]])] = np.arange(n_c + n_q)
+        row_index_last = np.zeros_like(row_index)
+        row_index_last[tile[n_c:] * shape[2] + ix["slot_q_last"]] = np.arange(n_q)
+        keys = new_len.to(torch.int32).numpy()
+        rows_all, rows_q = (counts_c + counts_q).to(torch.int32).numpy(), counts_q.to(torch.int32).numpy()
+        cap = cache.capacity
+        h = torch.cat([h_c, h_q]).to(torch.int32)
+        a = torch.empty(len(h), d, dtype=torch.int8)
+        o = torch.empty(len(h), d, dtype=torch.int8)
+        q = np.empty(shape, dtype=np.int8)
+        ln1 = self.blocks[0].ln1
+        kernels.norm(h.numpy(), None, None, None, 0, *ln1.integers, ln1.eps, a.numpy(), a.shape)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            kt, v = cache.kt[i].numpy(), cache.v[i].numpy()
+            dims = (d, heads, n_tiles, shape[2], cap)
+            if n_c:
+                if i < last:
+                    lin, parts, slots, q_out = blk.qkv, 3, ix["slot_c"], q
+                else:  # the content rows' queries are not needed
+                    lin, parts, slots, q_out = blk.kv_only, 2, None, None
+                acc = lin.product(a[:n_c]).numpy()
+                kernels.project(acc, *lin.integers, parts, tile[:n_c], slots, ix["key_c"], q_out, kt, v, (n_c, *dims))
+            if n_q:
+                acc = blk.q_only.product(a[n_c:]).numpy()
+                slots = ix["slot_q"] if i < last else ix["slot_q_last"]
+                kernels.project(acc, *blk.q_only.integers, 1, tile[n_c:], slots, None, q, None, None, (n_q, *dims))
+            if i == last:  # content rows need only their keys and values in the last block
+                h, a, o = h[n_c:], a[n_c:], o[n_c:]
+                if not n_q:
+                    break
+            consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
+            rows, index = (rows_all, row_index) if i < last else (rows_q, row_index_last)
+            kernels.attention(q, kt, v, rows, keys, index, o.numpy(), (*shape, cap, len(o)), *consts)
+            hn, an = h.numpy(), a.numpy()
+            acc = blk.proj.product(o).numpy()
+            kernels.norm(hn, acc, *blk.proj.integers, *blk.ln2.integers, blk.ln2.eps, an, a.shape)
+            g = torch.empty(len(a), blk.fc1.weight.shape[1], dtype=torch.int8)
+            acc = blk.fc1.product(a)
+            kernels.gelu(acc.numpy(), *blk.fc1.integers, blk.gelu.numpy(), g.numpy(), acc.shape)
+            norm = self.blocks[i + 1].ln1 if i < last else self.ln_out
+            kernels.norm(hn, blk.fc2.product(g).numpy(), *blk.fc2.integers, *norm.integers, norm.eps, an, a.shape)
+        cache.lengths = new_len
+        return a
 
     @staticmethod
     def _finish(blk: IntBlock, h: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
