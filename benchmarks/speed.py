@@ -1,5 +1,6 @@
 """Encode/decode speed and peak memory on Kodak: dqc, dqc at a baseline commit (side by side),
-and Pillow's JPEG, WebP, AVIF and JPEG XL, on this CPU.
+Pillow's JPEG, WebP, AVIF and JPEG XL, and CompressAI's bmshj2018-hyperprior, mbt2018-mean and
+cheng2020-anchor (random weights; `benchmarks/compressai_models.py`), on this CPU.
 
     python -m benchmarks.speed [--images 6] [--baseline 11c1e41] [--only 'dq q=50,dq --bpp 0.1'] [--stem speed]
 
@@ -35,6 +36,11 @@ if codec.removesuffix("-bpp") in LEARNED:
     else:
         enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune, scale=scale)
     dec = lambda b: dqcodec.decode(b, model=model)
+elif codec.startswith("compressai:"):  # CompressAI's model of that zoo name, random weights
+    from benchmarks import compressai_models as cai
+    net = cai.model(codec.removeprefix("compressai:"), int(quality))
+    enc = lambda im: cai.encode(net, im)
+    dec = lambda b: cai.decode(net, b)
 else:
     enc = lambda im: pillow_encode(im, codec, int(quality))
     dec = lambda b: Image.open(io.BytesIO(b)).convert("RGB")
@@ -66,6 +72,10 @@ SETTINGS = [  # codec, quality (a target bpp for "-bpp"), scale (dqc's --scale)
     ("dq-bpp", 0.2, 1),
     ("dq-psnr", 50, 1),
     ("vqgan", 50, 1),
+    # CompressAI (installed for the benchmark only, random weights: speed, not rate), zoo quality 3
+    ("compressai:bmshj2018-hyperprior", 3, 1),
+    ("compressai:mbt2018-mean", 3, 1),
+    ("compressai:cheng2020-anchor", 3, 1),
 ]
 BASELINE_SETTINGS = {("dq", 0, 1), ("dq", 50, 1), ("dq", 100, 1)}
 
