@@ -94,13 +94,13 @@ static int32_t weights(int32_t *restrict s, int n, Consts c) {
 /* Keys are stored in quads of channels: kt4[(g * cap + j) * 4 + t] is channel 4g + t of key j,
  * so that one 32-bit lane holds four channels of one key (cap is a multiple of KEY_BLOCK). */
 
-/* ksum[j] = sum over channels of key j (the u8 offset's correction). */
-static void key_sums(const int8_t *restrict kt4, int dh, int cap, int n, int32_t *restrict ksum) {
-    memset(ksum, 0, sizeof(int32_t) * n);
-    for (int g = 0; g < dh / 4; g++) {
-        const int8_t *k = kt4 + (size_t)g * cap * 4;
-        for (int j = 0; j < n; j++) ksum[j] += k[4 * j] + k[4 * j + 1] + k[4 * j + 2] + k[4 * j + 3];
-    }
+/* vsum[c] = sum over keys [0, 2 * pairs) of channel c, values in int16 pairs of keys. */
+MULTIVERSION
+static void value_sums(const int16_t *restrict v2, int pairs, int dh, int32_t *restrict vsum) {
+    int32_t lanes[2 * MAX_DH] = {0}; /* channel c of even keys at 2c, of odd keys at 2c + 1 */
+    for (int p = 0; p < pairs; p++)
+        for (int i = 0; i < 2 * dh; i++) lanes[i] += v2[(size_t)p * 2 * dh + i];
+    for (int c = 0; c < dh; c++) vsum[c] = lanes[2 * c] + lanes[2 * c + 1];
 }
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -114,6 +114,31 @@ static void offset_quads(const int8_t *q, int dh, uint32_t qq[ROW_BLOCK][MAX_DH 
             for (int t = 0; t < 4; t++) w |= (uint32_t)(uint8_t)(q[r * dh + 4 * g + t] + 128) << (8 * t);
             qq[r][g] = w;
         }
+}
+
+/* ksum[j] = sum over channels of key j (the u8 offset's correction), for keys [0, n), n a multiple of
+ * KEY_BLOCK: u8 x s8 dot products of ones with the keys' quads. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void key_sums_vnni(const int8_t *restrict kt4, int dh, int cap, int n, int32_t *restrict ksum) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
+        __m512i a = _mm512_setzero_si512();
+        for (int g = 0; g < dh / 4; g++) a = _mm512_dpbusd_epi32(a, ones, _mm512_loadu_si512(kt4 + ((size_t)g * cap + j0) * 4));
+        _mm512_storeu_si512(ksum + j0, a);
+    }
+}
+
+__attribute__((target("avx2")))
+static void key_sums_avx2(const int8_t *restrict kt4, int dh, int cap, int n, int32_t *restrict ksum) {
+    const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+    for (int j0 = 0; j0 < n; j0 += 8) {
+        __m256i a = _mm256_setzero_si256();
+        for (int g = 0; g < dh / 4; g++) {
+            const __m256i k = _mm256_loadu_si256((const __m256i *)(kt4 + ((size_t)g * cap + j0) * 4));
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, k), ones16));
+        }
+        _mm256_storeu_si256((__m256i *)(ksum + j0), a);
+    }
 }
 
 /* Scores of ROW_BLOCK rows by AVX512-VNNI: (q + 128) . k in u8 x s8 dot products (exact: int32
@@ -303,11 +328,15 @@ static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const int16
                        Consts c, const int32_t *row_index, int8_t *out, int out_stride, int32_t *s, int32_t *ksum,
                        int32_t *acc) {
     int8_t qb[ROW_BLOCK * MAX_DH];
-    int32_t vsum[MAX_DH] = {0};
+    int32_t vsum[MAX_DH];
     const int n16 = (n + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK, n_even = n + (n & 1);
-    if (use_vnni || use_avx2) key_sums(kt4, dh, cap, n16, ksum);
-    for (int p = 0; p < n_even / 2; p++)
-        for (int ch = 0; ch < dh; ch++) vsum[ch] += v2[((size_t)p * dh + ch) * 2] + v2[((size_t)p * dh + ch) * 2 + 1];
+#ifdef HAVE_X86_KERNELS
+    if (use_vnni)
+        key_sums_vnni(kt4, dh, cap, n16, ksum);
+    else if (use_avx2)
+        key_sums_avx2(kt4, dh, cap, n16, ksum);
+#endif
+    value_sums(v2, n_even / 2, dh, vsum);
     for (int g0 = 0; g0 < rows; g0 += ROW_GROUP) {
         const int ng = rows - g0 < ROW_GROUP ? rows - g0 : ROW_GROUP;
         const int nb = (ng + ROW_BLOCK - 1) / ROW_BLOCK; /* blocks of ROW_BLOCK rows */
