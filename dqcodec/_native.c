@@ -26,7 +26,6 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <math.h>
 #include <string.h>
 
 #define ACT_MAX 127
@@ -387,11 +386,18 @@ static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const int16
     return 0;
 }
 
-/* The largest r with r * r <= x (x < 2^62), exactly. */
+/* The largest r with r * r <= x, exactly: digit by digit, in integers (no libm). */
 static uint64_t isqrt(uint64_t x) {
-    uint64_t r = (uint64_t)sqrt((double)x);
-    while (r * r > x) r--;
-    while ((r + 1) * (r + 1) <= x) r++;
+    uint64_t r = 0, bit = (uint64_t)1 << 62;
+    while (bit > x) bit >>= 2;
+    for (; bit; bit >>= 2) {
+        if (x >= r + bit) {
+            x -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+    }
     return r;
 }
 
