@@ -106,6 +106,11 @@ class IntBlock:
     gelu: torch.Tensor  # (2 * GELU_HALF,) int8
     fc2: IntLinear
 
+    @property
+    def attention_consts(self) -> tuple[int, int, int, int, int]:
+        """exp_mul, exp_shift, exp_clamp, out_mul, out_shift: the attention's integer constants."""
+        return self.exp_mul, self.exp_shift, self.exp_clamp, self.out_mul, self.out_shift
+
 
 class KVCache:
     """Keys and values of the content slots of a batch of tiles, per block, as the attention
@@ -377,14 +382,7 @@ class IntPrior:
         kernels, `_forward_native`.)"""
         d, heads = h_c.shape[1], cache.heads
         n_c = len(h_c)
-        # each tile's rows sit in a padded block: its content rows first, then its query rows
-        counts_c = torch.bincount(tile_c, minlength=cache.tiles)
-        counts_q = torch.bincount(tile_q, minlength=cache.tiles)
-        slot_c = _rank_within(tile_c)
-        slot_q = counts_c[tile_q] + _rank_within(tile_q)
-        key_c = cache.lengths[tile_c] + slot_c
-        new_len = cache.lengths + counts_c
-        cache.reserve(int(new_len.max()))
+        counts_c, counts_q, slot_c, slot_q, key_c, new_len = _pass_slots(cache, tile_c, tile_q)
         n_keys = int(new_len.max())
         # keys beyond a tile's length are padding (tiles of other lengths share the pass)
         padded = bool((new_len < n_keys).any())
@@ -424,8 +422,7 @@ class IntPrior:
         key_group: torch.Tensor | None,
         row_limit: torch.Tensor | None,
     ) -> torch.Tensor:
-        consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
-        return attention(q, kt, v1, key_group, row_limit, *consts)
+        return attention(q, kt, v1, key_group, row_limit, *blk.attention_consts)
 
     def _forward_native(
         self,
@@ -441,13 +438,7 @@ class IntPrior:
         assert kernels is not None
         d, heads, n_tiles = h_c.shape[1], cache.heads, cache.tiles
         n_c, n_q = len(h_c), len(h_q)
-        counts_c = torch.bincount(tile_c, minlength=n_tiles)
-        counts_q = torch.bincount(tile_q, minlength=n_tiles)
-        slot_c = _rank_within(tile_c)
-        slot_q = counts_c[tile_q] + _rank_within(tile_q)
-        key_c = cache.lengths[tile_c] + slot_c
-        new_len = cache.lengths + counts_c
-        cache.reserve(int(new_len.max()))
+        counts_c, counts_q, slot_c, slot_q, key_c, new_len = _pass_slots(cache, tile_c, tile_q)
         shape = (n_tiles, heads, int((counts_c + counts_q).max()), d // heads)
         tile = torch.cat([tile_c, tile_q]).to(torch.int32).numpy()
         int32 = {"slot_c": slot_c, "key_c": key_c, "slot_q": slot_q, "slot_q_last": slot_q - counts_c[tile_q]}
@@ -467,9 +458,9 @@ class IntPrior:
         ln1 = self.blocks[0].ln1
         kernels.norm(h.numpy(), None, None, None, 0, *ln1.integers, ln1.eps, a.numpy(), a.shape)
         last = len(self.blocks) - 1
+        dims = (d, heads, n_tiles, shape[2], cap)
         for i, blk in enumerate(self.blocks):
             kt, v = cache.kt[i].numpy(), cache.v[i].numpy()
-            dims = (d, heads, n_tiles, shape[2], cap)
             if n_c:
                 if i < last:
                     lin, parts, slots, q_out = blk.qkv, 3, ix["slot_c"], q
@@ -485,9 +476,8 @@ class IntPrior:
                 h, a, o = h[n_c:], a[n_c:], o[n_c:]
                 if not n_q:
                     break
-            consts = (blk.exp_mul, blk.exp_shift, blk.exp_clamp, blk.out_mul, blk.out_shift)
             rows, index = (rows_all, row_index) if i < last else (rows_q, row_index_last)
-            kernels.attention(q, kt, v, rows, keys, index, o.numpy(), (*shape, cap, len(o)), *consts)
+            kernels.attention(q, kt, v, rows, keys, index, o.numpy(), (*shape, cap, len(o)), *blk.attention_consts)
             hn, an = h.numpy(), a.numpy()
             acc = blk.proj.product(o).numpy()
             kernels.norm(hn, acc, *blk.proj.integers, *blk.ln2.integers, blk.ln2.eps, an, a.shape)
@@ -595,6 +585,23 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 def _below(t: torch.Tensor, limit: int) -> bool:
     """Every |value| < limit (int64; safe for the most negative int64, whose abs() overflows)."""
     return bool(((t > -limit) & (t < limit)).all())
+
+
+def _pass_slots(
+    cache: KVCache, tile_c: torch.Tensor, tile_q: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where a pass's rows go. Each tile's rows sit in a padded block, its content rows first,
+    then its query rows: rows per tile (content, query), each row's slot in its block (content,
+    query), each content row's key in the cache, and the tiles' cache lengths after the pass
+    (the cache is grown to hold them)."""
+    counts_c = torch.bincount(tile_c, minlength=cache.tiles)
+    counts_q = torch.bincount(tile_q, minlength=cache.tiles)
+    slot_c = _rank_within(tile_c)
+    slot_q = counts_c[tile_q] + _rank_within(tile_q)
+    key_c = cache.lengths[tile_c] + slot_c
+    new_len = cache.lengths + counts_c
+    cache.reserve(int(new_len.max()))
+    return counts_c, counts_q, slot_c, slot_q, key_c, new_len
 
 
 def _rank_within(groups: torch.Tensor) -> torch.Tensor:
