@@ -72,6 +72,7 @@ class EncodeSettings:
     tune: str
     scale: float | None = None
     target: str | None = None  # a quality target, e.g. "psnr=30"
+    distortion: str | None = None  # estimated or measured (None: the tune's default)
 
 
 def encode_bytes(
@@ -93,6 +94,7 @@ def encode_bytes(
             tune=settings.tune,
             scale=settings.scale,
             target=settings.target,
+            distortion=settings.distortion,
             icc_profile=img.info.get("icc_profile"),
             exif=exif,
             xmp=xmp_of(img),

@@ -124,6 +124,13 @@ TARGET_OPTION = click.option(
     help="the lowest -q whose decoded picture reaches this quality: psnr=DB, ms-ssim=X or ssimulacra2=X "
     "(ssimulacra2 needs dqcodec[metrics])",
 )
+DISTORTION_OPTION = click.option(
+    "--distortion",
+    type=click.Choice(["estimated", "measured"]),
+    help="how the encoder knows what each region's level costs in quality: estimated from the analysis, "
+    "or measured by decoding the picture at every level (about twice the encoding time) "
+    "[default: estimated with --tune ssim, measured with --tune psnr]",
+)
 SCALE_OPTION = click.option(
     "--scale",
     type=click.FloatRange(0.25, 2.0),
@@ -146,6 +153,7 @@ def main() -> None:
 @TARGET_OPTION
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @TUNE_OPTION
+@DISTORTION_OPTION
 @SCALE_OPTION
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
 @click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
@@ -162,6 +170,7 @@ def encode(
     target: str | None,
     model: str,
     tune: str,
+    distortion: str | None,
     scale: float | None,
     overwrite: bool,
     threads: int | None,
@@ -175,7 +184,7 @@ def encode(
     reported and the others go on."""
     if target_bpp is not None and target is not None:
         raise click.UsageError("--bpp and --target both set the trade-off: give one")
-    settings = EncodeSettings(quality, target_bpp, model, tune, scale, target)
+    settings = EncodeSettings(quality, target_bpp, model, tune, scale, target, distortion)
 
     def go(src: str) -> None:
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".dqc")))
@@ -283,6 +292,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
 )
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), help="[default: dq; with --decode: each file's]")
 @TUNE_OPTION
+@DISTORTION_OPTION
 @SCALE_OPTION
 @click.option(
     "-j",
@@ -314,6 +324,7 @@ def batch(
     out_format: str,
     model: str | None,
     tune: str,
+    distortion: str | None,
     scale: float | None,
     jobs: int | None,
     scheduler: str | None,
@@ -342,7 +353,7 @@ def batch(
         raise click.UsageError("--bpp and --target both set the trade-off: give one")
     if MAX_PIXELS_ERROR:
         _fail(MAX_PIXELS_ERROR)
-    settings = EncodeSettings(quality, target_bpp, model, tune, scale, target)
+    settings = EncodeSettings(quality, target_bpp, model, tune, scale, target, distortion)
     suffixes = {".dqc"} if decode_mode else IMAGE_SUFFIXES
     image_format = Image.registered_extensions()[f".{out_format}"]
     listed: list = []

@@ -94,13 +94,17 @@ def encode(
     tune: str = DEFAULT_TUNE,
     scale: float | None = None,
     target: str | QualityTarget | None = None,
+    distortion: str | None = None,
 ) -> bytes:
     """Compress a PIL image (or a uint8 array, (H, W) gray or (H, W, 3) RGB) to .dqc bytes.
 
     `target_bpp` picks the highest quality whose file stays near that rate; `target`, a measured
     quality such as "psnr=30", "ms-ssim=0.95" or "ssimulacra2=70", the lowest quality whose
     decoded picture reaches it (a TargetWarning where even quality 100 does not). With either,
-    `quality` is ignored. `tune` says how regions get their granularity (see ratecontrol.TUNES). `scale`
+    `quality` is ignored. `tune` says how regions get their granularity (see ratecontrol.TUNES), and
+    `distortion` whether the encoder estimates every region's distortion at each level or measures
+    it by decoding (ratecontrol.DISTORTIONS: "measured" takes about twice as long; None: the
+    tune's default, ratecontrol.DEFAULT_DISTORTION). `scale`
     resamples the picture before coding (the decoder restores the size); by default 1, or for
     `target_bpp` the scale of its rate band (see `ratecontrol.fit_rate`). The transform runs on
     `device`, the integer prior on the CPU with `workers` threads (the symbols are the same for
@@ -127,7 +131,7 @@ def encode(
     h, w = x.shape[-2:]
     if target_bpp is None:
         coded = coded_size(w, h, 1.0 if scale is None else scale)
-        a = analyze(m, resample_picture(x, *coded), device, tune)
+        a = analyze(m, resample_picture(x, *coded), device, tune, distortion)
         if target is not None:
             quality, reached = quality_for_target(
                 m, lambda q: levels_for_quality(m, a, q)[0], a.idx, x, coded, target, device
@@ -140,7 +144,7 @@ def encode(
                 )
         levels, tiles = levels_for_quality(m, a, quality)[0], None
     else:
-        coded, a, fit = fit_rate(m, x, target_bpp, scale, schedule, device, tune)
+        coded, a, fit = fit_rate(m, x, target_bpp, scale, schedule, device, tune, distortion)
         levels, tiles = fit.levels, fit.tiles
     return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles)
 

@@ -1,9 +1,10 @@
 """The encoder's choices, which the decoder never needs: the granularity map for a quality or a
 target rate, and the picture's scale (resampled coding).
 
-`-q` sets a Lagrangian trade-off (`rdo`): the encoder decodes the image at each level, measures
-every region's distortion there, and the counts of coarse, medium and fine regions follow from
-least distortion + lambda * bits, so they follow the image's content. With tune "ssim" (default)
+`-q` sets a Lagrangian trade-off (`rdo`): the encoder knows every region's distortion at each
+level, estimated from the analysis (`distortion`) or measured by decoding the image at each
+level, and the counts of coarse, medium and fine regions follow from least distortion + lambda *
+bits, so they follow the image's content. With tune "ssim" (default)
 the measure is mostly 1 - SSIM and the DGC gate's ranking decides which regions get the finer
 levels; with tune "psnr" the measure is squared error and every region takes its own least
 cost. `--bpp` finds the map (and the scale band) whose file stays at the target: a rate model
@@ -21,6 +22,7 @@ import torch
 from dqcodec import arguments
 from dqcodec.bitstream import Tile
 from dqcodec.coding import encode_tiles, tile_grid
+from dqcodec.distortion import estimate
 from dqcodec.errors import DQCError
 from dqcodec.loading import LoadedModel
 from dqcodec.models.dqvae import NUM_LEVELS
@@ -33,7 +35,8 @@ from dqcodec.rdo import (
     choose_levels,
     region_distortion,
     region_rate,
-    structural_distortion,
+    ssim_distortion,
+    structural_mix,
 )
 from dqcodec.tokens import Schedule
 from dqcodec.transform import encode_tiled, pad16, resample_picture, synthesize
@@ -44,6 +47,14 @@ DEFAULT_QUALITY = 50
 #   "psnr": per region, least squared error + lambda * bits (best PSNR)
 TUNES = ("ssim", "psnr")
 DEFAULT_TUNE = "ssim"
+# How the encoder gets every region's distortion at each level:
+#   "estimated": predicted from the analysis by a small network (`distortion`), no decoding
+#   "measured": the picture decoded at each level (three syntheses, about 2x the encoder's time)
+DISTORTIONS = ("estimated", "measured")
+# On Kodak the estimate's maps cost the default tune -0.2% / 0.0% / +0.4% BD-rate (PSNR / MS-SSIM /
+# SSIMULACRA2) and tune "psnr", which decides region by region, +3.7% PSNR
+# (benchmarks/distortion_estimate.py)
+DEFAULT_DISTORTION = {"ssim": "estimated", "psnr": "measured"}
 # The coded picture may be resampled (RSMP chunk): below 1 for rates under all-coarse, above 1
 # for rates over all-fine (the model's finest level is one code per 4x4 pixels).
 MIN_SCALE, MAX_SCALE = 0.25, 2.0
@@ -76,23 +87,37 @@ class Analysis:
 
 
 @torch.no_grad()
-def analyze(m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DEFAULT_TUNE) -> Analysis:
-    """Run the DQ-VAE encoder once, then decode the image at each level to measure every
-    region's distortion there by the tune's measure. x (1, 3, H, W) in [0, 1]."""
+def analyze(
+    m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DEFAULT_TUNE, distortion: str | None = None
+) -> Analysis:
+    """Run the DQ-VAE encoder once, then get every region's distortion at each level by the
+    tune's measure: estimated from the analysis (`distortion`), or measured by decoding the
+    image at each level ("measured", three syntheses); None: the tune's default
+    (DEFAULT_DISTORTION). x (1, 3, H, W) in [0, 1]."""
     if tune not in TUNES:
         raise DQCError(f"unknown tune {tune!r}; available: {', '.join(TUNES)}")
+    distortion = distortion or DEFAULT_DISTORTION[tune]
+    if distortion not in DISTORTIONS:
+        raise DQCError(f"unknown distortion {distortion!r}; available: {', '.join(DISTORTIONS)}")
     vae = m.vae.to(device)
-    latents, score = encode_tiled(vae, pad16(x).to(device) * 2 - 1)
+    padded = pad16(x).to(device)
+    latents, score = encode_tiled(vae, padded * 2 - 1)
     idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
-    costs = None
+    region_costs = None
     if not m.fixed_grid:
         h, w = x.shape[-2:]
-        original = (x[0] * 255).round().to(torch.uint8).cpu()
-        decoded = decode_every_level(m, idx, w, h, device)
-        measure = region_distortion if tune == "psnr" else structural_distortion
-        distortion = measure(decoded, original)
-        costs = RegionCosts(distortion, region_rate(distortion.shape[1:]), h * w)
-    return Analysis(score[0].float().cpu(), idx, costs, tune)
+        if distortion == "estimated" and m.distortion is not None:
+            codebook = vae.quantizer.embed.cpu()
+            cpu_latents = [z.cpu() for z in latents]
+            squared, ssim = estimate(m.distortion, padded[0].cpu(), w, h, cpu_latents, idx, codebook, score[0].cpu())
+        else:
+            original = (x[0] * 255).round().to(torch.uint8).cpu()
+            decoded = decode_every_level(m, idx, w, h, device)
+            squared = region_distortion(decoded, original)
+            ssim = ssim_distortion(decoded, original) if tune != "psnr" else squared
+        measure = squared if tune == "psnr" else structural_mix(squared, ssim)
+        region_costs = RegionCosts(measure, region_rate(measure.shape[1:]), h * w)
+    return Analysis(score[0].float().cpu(), idx, region_costs, tune)
 
 
 def decode_every_level(
@@ -252,7 +277,14 @@ def coded_size(width: int, height: int, scale: float) -> tuple[int, int]:
 
 
 def fit_rate(
-    m: LoadedModel, x: torch.Tensor, target_bpp: float, scale: float | None, schedule: Schedule, device: str, tune: str
+    m: LoadedModel,
+    x: torch.Tensor,
+    target_bpp: float,
+    scale: float | None,
+    schedule: Schedule,
+    device: str,
+    tune: str,
+    distortion: str | None = None,
 ) -> tuple[tuple[int, int], Analysis, RateFit]:
     """Coded size, analysis and coded quality for a target rate: at `scale`, or else at the
     scale of the target's band (SCALE_BANDS) and, if even quality 0 is over the target there, at
@@ -261,7 +293,7 @@ def fit_rate(
     floors: list[tuple[RateFit, tuple[int, int], Analysis]] = []
     for s in [scale] if scale is not None else scales_for_bpp(target_bpp):
         coded = coded_size(w, h, s)
-        a = analyze(m, resample_picture(x, *coded), device, tune)
+        a = analyze(m, resample_picture(x, *coded), device, tune, distortion)
         fit = quality_for_bpp(m, a, h * w, target_bpp, schedule, 0.0 if coded == (w, h) else RSMP_BITS)
         if fit.bits <= target_bpp * h * w:
             return coded, a, fit

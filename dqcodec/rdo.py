@@ -123,8 +123,13 @@ def structural_distortion(
 ) -> torch.Tensor:
     """The default tune's measure: `mse_weight` of squared error and the rest of 1 - SSIM, each
     relative to its total at the all-medium map (so the mix does not depend on their units)."""
-    a, b = region_distortion(decoded, original), ssim_distortion(decoded, original)
-    return mse_weight * a / a[MEDIUM].sum().clamp(min=1e-9) + (1 - mse_weight) * b / b[MEDIUM].sum().clamp(min=1e-9)
+    return structural_mix(region_distortion(decoded, original), ssim_distortion(decoded, original), mse_weight)
+
+
+def structural_mix(squared: torch.Tensor, ssim: torch.Tensor, mse_weight: float = MSE_WEIGHT) -> torch.Tensor:
+    """`structural_distortion` from its two measures, (L, h, w) each."""
+    relative_squared = squared / squared[MEDIUM].sum().clamp(min=1e-9)
+    return mse_weight * relative_squared + (1 - mse_weight) * ssim / ssim[MEDIUM].sum().clamp(min=1e-9)
 
 
 def levels_at(costs: RegionCosts, lam: float) -> torch.Tensor:

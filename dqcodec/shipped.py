@@ -13,6 +13,9 @@ from dqcodec.errors import DQCError, ModelMismatchError
 
 MODELS = {"dq": ("dqvae.pt", "prior_dq.npz"), "vqgan": ("vqgan.pt", "prior_vq.npz")}  # transform, integer prior
 DEFAULT_MODEL = "dq"
+# The encoder's distortion estimate for a model's granularity maps (`distortion`); the decoder
+# never reads it, so it is not part of the model's id.
+ESTIMATORS = {"dq": "distortion_dq.pt"}
 
 
 def weight_bytes(name: str) -> tuple[bytes, bytes]:
@@ -22,6 +25,13 @@ def weight_bytes(name: str) -> tuple[bytes, bytes]:
     root = resources.files("dqcodec") / "weights"
     vae_raw, prior_raw = ((root / f).read_bytes() for f in MODELS[name])
     return vae_raw, prior_raw
+
+
+def estimator_bytes(name: str) -> bytes | None:
+    """The distortion estimator's weight file of shipped model `name`, if it has one."""
+    if name not in ESTIMATORS:
+        return None
+    return (resources.files("dqcodec") / "weights" / ESTIMATORS[name]).read_bytes()
 
 
 @cache

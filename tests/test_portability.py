@@ -51,7 +51,7 @@ def dqc(*args: str, capability: str, threads: int) -> None:
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two tiles of a photo, coded with all three granularities (--tune psnr mixes them)."""
+    """Two tiles of a photo, coded with all three granularities (both tunes mix them at -q 60)."""
     path = tmp_path_factory.mktemp("portability") / "rocket.png"
     Image.fromarray(data.rocket()[120:232, 100:420]).save(path)
     return path
@@ -75,3 +75,13 @@ def test_every_cpu_kind_and_thread_count_writes_and_reads_the_same_file(photo: P
     first = next(iter(pictures.values()))
     for combo, picture in pictures.items():
         assert np.abs(picture - first).max() <= MAX_PIXEL_DIFF, combo
+
+
+def test_every_cpu_kind_and_thread_count_estimates_the_same_default_map(photo: Path, tmp_path: Path) -> None:
+    # the default tune's map follows the distortion estimate (a float network): the same bytes everywhere
+    digests = set()
+    for capability, threads in itertools.product(levels(), THREADS):
+        out = tmp_path / f"{capability}_{threads}.dqc"
+        dqc("encode", str(photo), "-o", str(out), "-q", "60", capability=capability, threads=threads)
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+    assert len(digests) == 1, digests

@@ -182,3 +182,46 @@ def test_rate_model_learns_the_bits_of_a_coded_map() -> None:
     assert rates.bits(levels) == pytest.approx(exact, rel=1e-9)  # measured once coded
     other = levels_for_quality(m, a, 60)[0]
     assert rates.bits(other) > rates.bits(levels)
+
+
+def test_estimated_distortion_follows_the_measured_one() -> None:
+    from skimage import data
+
+    m = load_model()
+    x = image_to_tensor(Image.fromarray(data.astronaut()[::2, ::2]))[0]
+    got = {d: analyze(m, x, tune="psnr", distortion=d).costs for d in ("measured", "estimated")}
+    measured, estimated = (c.distortion for c in got.values())  # type: ignore[union-attr]
+    # regions and levels in the same order as decoding puts them
+    assert np.corrcoef(torch.log1p(measured).flatten(), torch.log1p(estimated).flatten())[0, 1] > 0.9
+    # each level's total, which sets lambda and the default tune's normalisation, within 25%
+    assert (estimated.sum((1, 2)) / measured.sum((1, 2)) - 1).abs().max() < 0.25
+    # the default tune's map from the estimate costs, under the measured distortions, within 3% of
+    # the map from the measurement
+    a = {d: analyze(m, x, distortion=d) for d in ("measured", "estimated")}
+    truth = a["measured"].costs
+    assert truth is not None
+    lam = rdo.multiplier(truth, 50, rdo.STRUCTURAL_SCALE)
+    cost = lambda lv: (truth.distortion + lam * truth.rate).gather(0, lv[None]).sum().item()  # noqa: E731
+    maps = {d: levels_for_quality(m, a[d], 50)[0] for d in a}
+    assert cost(maps["measured"]) <= cost(maps["estimated"]) <= 1.03 * cost(maps["measured"])
+    assert len(set(maps["estimated"].flatten().tolist())) == 3  # a mixed map, so the check says something
+
+
+def test_default_tune_estimates_and_tune_psnr_measures_by_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dqcodec import ratecontrol
+
+    img = synthetic_image(96, 64, seed=1)
+    decodes = []
+    real = ratecontrol.decode_every_level
+    monkeypatch.setattr(ratecontrol, "decode_every_level", lambda *a, **k: decodes.append(1) or real(*a, **k))
+    dqcodec.encode(img)
+    dqcodec.encode(img, target_bpp=0.5)
+    assert decodes == []
+    dqcodec.encode(img, distortion="measured")
+    dqcodec.encode(img, tune="psnr")
+    assert decodes == [1, 1]
+    dqcodec.encode(img, tune="psnr", distortion="estimated")
+    assert decodes == [1, 1]
+    with pytest.raises(DQCError, match="unknown distortion"):
+        dqcodec.encode(img, distortion="guessed")
+    assert load_model("vqgan").distortion is None  # a fixed grid needs no distortions
