@@ -42,7 +42,6 @@ allocation.md (BD-rates against the gate, share spreads) under --out.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from collections.abc import Callable
@@ -54,7 +53,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks.kodak_rd import Metrics
-from benchmarks.report import bd_rate
+from benchmarks.report import bd_rate, write_results
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import LoadedModel, load_model
 from dqcodec.models.dqvae import rank_levels
@@ -254,10 +253,7 @@ def report(rows: list[dict], settings: list[str], qualities: list[float], metric
         cells = " | ".join("-" if v is None else f"{v:+.1f}%" for v in bd.values())
         spread = f"{min(fine):.2f}-{max(fine):.2f} | {min(coarse):.2f}-{max(coarse):.2f}" if mid else "- | -"
         lines.append(f"| {s} | {cells} | {spread} |")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(out, summary, rows, lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ that came out identical; analysis time) under --out.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 from PIL import Image
 
 from benchmarks.kodak_rd import Metrics
-from benchmarks.report import bd_rate
+from benchmarks.report import bd_rate, write_results
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import load_model
 from dqcodec.ratecontrol import DISTORTIONS, TUNES, analyze, levels_for_quality
@@ -92,10 +91,7 @@ def report(rows: list[dict], qualities: list[float], metric_names: list[str], ou
         summary[tune] = {"bd_rate": bd, "same_map": same, "analysis_cpu_s": secs, "measured": anchor, "estimated": test}
         cells = " | ".join("-" if v is None else f"{v:+.2f}%" for v in bd.values())
         lines.append(f"| {tune} | {cells} | {same:.0%} | {secs['measured']:.2f} / {secs['estimated']:.2f} |")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(out, summary, rows, lines)
 
 
 if __name__ == "__main__":

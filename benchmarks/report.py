@@ -35,6 +35,14 @@ def pareto_front(points: list[dict], metric: str) -> list[dict]:
     return front
 
 
+def write_results(out: Path, summary: dict, rows: list[dict], table: list[str]) -> None:
+    """A benchmark's summary and rows to <out>.json, its Markdown table to <out>.md (and stdout)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text("\n".join(table) + "\n")
+    print("\n".join(table))
+
+
 def bd_rate(test: list[dict], anchor: list[dict], metric: str = "psnr") -> float | None:
     """Average bitrate difference of `test` vs `anchor` in percent at equal `metric` (negative = better)."""
 

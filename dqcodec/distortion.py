@@ -91,18 +91,8 @@ def estimator_from_bytes(raw: bytes) -> DistortionEstimator:
 
 
 @torch.no_grad()
-def estimate(
-    est: DistortionEstimator,
-    picture: torch.Tensor,
-    width: int,
-    height: int,
-    latents: list[torch.Tensor],
-    idx: tuple[torch.Tensor, ...],
-    codebook: torch.Tensor,
-    score: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def estimate(est: DistortionEstimator, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every region's squared error and 1 - SSIM measure at every level, (L, h, w) float64 each,
-    in the units of `rdo.region_distortion` and `rdo.ssim_distortion`. Arguments as `region_features`."""
-    predicted = est(region_features(picture, width, height, latents, idx, codebook, score)).double()
-    squared, ssim = torch.expm1(predicted).clamp(min=0).unbind(0)
+    in the units of `rdo.region_distortion` and `rdo.ssim_distortion`, from `region_features`."""
+    squared, ssim = torch.expm1(est(features).double()).clamp(min=0).unbind(0)
     return squared, ssim

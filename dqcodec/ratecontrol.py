@@ -22,7 +22,7 @@ import torch
 from dqcodec import arguments
 from dqcodec.bitstream import Tile
 from dqcodec.coding import encode_tiles, tile_grid
-from dqcodec.distortion import estimate
+from dqcodec.distortion import estimate, region_features
 from dqcodec.errors import DQCError
 from dqcodec.loading import LoadedModel
 from dqcodec.models.dqvae import NUM_LEVELS
@@ -109,7 +109,8 @@ def analyze(
         if distortion == "estimated" and m.distortion is not None:
             codebook = vae.quantizer.embed.cpu()
             cpu_latents = [z.cpu() for z in latents]
-            squared, ssim = estimate(m.distortion, padded[0].cpu(), w, h, cpu_latents, idx, codebook, score[0].cpu())
+            features = region_features(padded[0].cpu(), w, h, cpu_latents, idx, codebook, score[0].cpu())
+            squared, ssim = estimate(m.distortion, features)
         else:
             original = (x[0] * 255).round().to(torch.uint8).cpu()
             decoded = decode_every_level(m, idx, w, h, device)

@@ -44,3 +44,21 @@ def test_train_export_resume(tmp_path: Path) -> None:
     assert "validation at step 0: integer prior" in out
     prior = IntPrior.from_bytes((tmp_path / "prior.npz").read_bytes())
     assert prior.config["dim"] == 32 and prior.meta["qat_from"].endswith("prior.pt")
+
+
+def test_distortion_estimate_fits_and_loads(tmp_path: Path) -> None:
+    import ast
+
+    from dqcodec.distortion import estimator_from_bytes
+
+    data = tmp_path / "train"
+    for seed, split in enumerate(["bsds500/train", "bsds500/train", "bsds500/val", "bsds500/test", "extra"]):
+        (data / split).mkdir(parents=True, exist_ok=True)
+        synthetic_image(96, 64, seed=seed).save(data / split / f"{seed}.jpg", quality=95)
+    args = ["--data", str(data), "--extra", "1", "--val", "1", "--cache", str(tmp_path / "cache")]
+    out = run("training.train_distortion", *args, "--steps", "40", "--out", str(tmp_path / "est.pt"))
+    fits = [ast.literal_eval(line.split("val R^2 ")[1]) for line in out.splitlines() if "val R^2" in line]
+    assert sum(map(sum, fits[-1])) > sum(map(sum, fits[0]))  # the fit gets closer to the measurement
+    assert "proxy BD-rate" in out and (tmp_path / "cache" / "train_1.pt").exists()
+    est = estimator_from_bytes((tmp_path / "est.pt").read_bytes())
+    assert est(torch.zeros(est.shift.shape[0], 4, 6)).shape == (2, 3, 4, 6)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from benchmarks.report import bd_rate
 from dqcodec.codec import image_to_tensor
-from dqcodec.distortion import DistortionEstimator, region_features
+from dqcodec.distortion import DistortionEstimator, estimate, region_features
 from dqcodec.loading import LoadedModel, load_model
 from dqcodec.ratecontrol import decode_every_level
 from dqcodec.rdo import (
@@ -107,8 +107,7 @@ def proxy_bd_rate(est: DistortionEstimator, data: list[Sample], qualities=(10, 2
         for q in qualities:
             points: dict[str, list[tuple[float, float]]] = {"measured": [], "estimated": []}
             for f, _, score, truth in data:
-                with torch.no_grad():
-                    guess = torch.expm1(est(f).double()).clamp(min=0)
+                guess = estimate(est, f)
                 pixels = int(f[-1].sum() * 256)
                 true_cost = truth[0] if tune == "psnr" else structural_mix(*truth)
                 for name, (sq, ss) in (("measured", truth), ("estimated", guess)):
