@@ -7,7 +7,8 @@ rest of `ratecontrol.analyze`), the prior coding the tokens, and the rest.
     python -m benchmarks.time_split [--images kodim01,kodim05,kodim13] [--qualities 50,100]
 
 One thread (torch and the prior), CPU seconds of the process, each image encoded twice and
-decoded twice (the faster run of each counts). Writes time_split.json under --out.
+decoded twice (the faster run of each counts). First, one int8 product call at 16 and at 512
+rows (`pass_cost`). Writes time_split.json under --out.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def main() -> None:
     kernels = native_kernels()
     if kernels is None:
         raise SystemExit("the C kernels are not built or not used on this CPU: this split is of the C path")
+    passes = pass_cost()
+    print(json.dumps(passes))  # before torch._int_mm is wrapped for the split
     clock = {"attention": 0.0, "products": 0.0, "c_steps": 0.0, "synthesize": 0.0}
     timed(kernels, "attention", clock)
     for name in C_STEPS:
@@ -94,7 +97,26 @@ def main() -> None:
             print(json.dumps(rows[-1]))
     meta = {"attention": f"C kernel ({kernels.isa})", "threads": 1}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "time_split.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1) + "\n")
+    result = {"meta": meta, "rows": rows, "pass_cost": passes}
+    (args.out / "time_split.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def pass_cost() -> dict:
+    """The microseconds of one int8 product call (256 x 1024 weights, the prior's fc1) at 16 and
+    512 rows: the fixed cost a pass pays per product."""
+    out: dict = {}
+    weights = torch.randint(-63, 64, (256, 1024), dtype=torch.int8)
+    for rows in (16, 512):
+        acts = torch.randint(-127, 128, (rows, 256), dtype=torch.int8)
+        calls = 20000 // rows
+        torch._int_mm(acts, weights)
+        t = time.perf_counter()
+        for _ in range(calls):
+            torch._int_mm(acts, weights)
+        seconds = (time.perf_counter() - t) / calls
+        out[f"int8_product_us_{rows}_rows"] = seconds * 1e6
+        out[f"int8_product_gmacs_{rows}_rows"] = rows * 256 * 1024 / seconds / 1e9
+    return out
 
 
 if __name__ == "__main__":
