@@ -55,14 +55,15 @@ def main() -> None:
                 seconds[costs] = time.process_time() - c0
             coded: dict[bytes, dict] = {}  # maps coded already (the two ways often agree)
             for q in qualities:
-                for costs, a in analyses.items():
-                    levels = levels_for_quality(m, a, q)[0]
+                maps = {costs: levels_for_quality(m, a, q)[0] for costs, a in analyses.items()}
+                for costs, levels in maps.items():
+                    a = analyses[costs]
                     key = levels.to(torch.uint8).numpy().tobytes()
                     if key not in coded:
                         data = write_tokens(m, levels, a.idx, img.width, img.height)
                         out = synthesize(m.vae, levels, a.idx, img.width, img.height).permute(1, 2, 0).numpy()
                         coded[key] = {"bpp": 8 * len(data) / (img.width * img.height), **metrics(ref, out)}
-                    same = torch.equal(levels, levels_for_quality(m, analyses["measured"], q)[0])
+                    same = torch.equal(levels, maps["measured"])
                     rows.append({"image": f.name, "tune": tune, "costs": costs, "quality": q,
                                  "analysis_cpu_s": seconds[costs], "same_map": same, **coded[key]})  # fmt: skip
         print(f"{f.name}: {time.time() - t0:.0f} s", flush=True)

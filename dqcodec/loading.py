@@ -21,19 +21,21 @@ class LoadedModel:
     prior: IntPrior
     model_id: bytes
     fixed_grid: bool
-    distortion: DistortionEstimator | None  # the encoder's estimate of region distortions (none: it decodes)
 
 
 @cache
 def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
     """Load shipped weights: the transform (fp16 on disk, fp32 in memory; torch.load with
-    weights_only=True), the integer prior (.npz of integer arrays, no pickle) and the encoder's
-    distortion estimator."""
+    weights_only=True) and the integer prior (.npz of integer arrays, no pickle)."""
     vae_raw, prior_raw = weight_bytes(name)
     vae_ck = torch.load(io.BytesIO(vae_raw), map_location="cpu", weights_only=True)
     fixed = bool(vae_ck.get("meta", {}).get("fixed_grid", False))
-    est_raw = estimator_bytes(name)
-    distortion = estimator_from_bytes(est_raw) if est_raw is not None else None
-    return LoadedModel(
-        name, dqvae_from_checkpoint(vae_ck), IntPrior.from_bytes(prior_raw), model_id(name), fixed, distortion
-    )
+    return LoadedModel(name, dqvae_from_checkpoint(vae_ck), IntPrior.from_bytes(prior_raw), model_id(name), fixed)
+
+
+@cache
+def distortion_estimator(name: str = DEFAULT_MODEL) -> DistortionEstimator | None:
+    """The encoder's distortion estimate for shipped model `name` (None where it has none: the
+    encoder then decodes to measure). Loaded on first use, so that decoding never reads it."""
+    raw = estimator_bytes(name)
+    return estimator_from_bytes(raw) if raw is not None else None

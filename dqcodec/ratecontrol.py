@@ -24,7 +24,7 @@ from dqcodec.bitstream import Tile
 from dqcodec.coding import encode_tiles, tile_grid
 from dqcodec.distortion import estimate, region_features
 from dqcodec.errors import DQCError
-from dqcodec.loading import LoadedModel
+from dqcodec.loading import LoadedModel, distortion_estimator
 from dqcodec.models.dqvae import NUM_LEVELS
 from dqcodec.ratemodel import RateModel, predicted_bits
 from dqcodec.rdo import (
@@ -106,11 +106,12 @@ def analyze(
     region_costs = None
     if not m.fixed_grid:
         h, w = x.shape[-2:]
-        if distortion == "estimated" and m.distortion is not None:
+        estimator = distortion_estimator(m.name) if distortion == "estimated" else None
+        if estimator is not None:
             codebook = vae.quantizer.embed.cpu()
             cpu_latents = [z.cpu() for z in latents]
             features = region_features(padded[0].cpu(), w, h, cpu_latents, idx, codebook, score[0].cpu())
-            squared, ssim = estimate(m.distortion, features)
+            squared, ssim = estimate(estimator, features)
         else:
             original = (x[0] * 255).round().to(torch.uint8).cpu()
             decoded = decode_every_level(m, idx, w, h, device)

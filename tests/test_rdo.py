@@ -10,7 +10,7 @@ from PIL import Image
 import dqcodec
 from dqcodec import DQCError, rdo
 from dqcodec.codec import decode_tokens, image_to_tensor
-from dqcodec.loading import load_model
+from dqcodec.loading import distortion_estimator, load_model
 from dqcodec.models.dqvae import rank_levels
 from dqcodec.ratecontrol import analyze, levels_for_quality, model_bits
 from tests.conftest import synthetic_image
@@ -224,4 +224,4 @@ def test_default_tune_estimates_and_tune_psnr_measures_by_decoding(monkeypatch: 
     assert decodes == [1, 1]
     with pytest.raises(DQCError, match="unknown distortion"):
         dqcodec.encode(img, distortion="guessed")
-    assert load_model("vqgan").distortion is None  # a fixed grid needs no distortions
+    assert distortion_estimator("vqgan") is None  # a fixed grid needs no distortions
