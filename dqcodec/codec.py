@@ -229,7 +229,7 @@ def reconstruct(
     m = load_model(model)
     device = arguments.device(device)
     cw, ch = coded or (width, height)
-    y = synthesize(m.vae, tokens.levels[0], tuple(i[0] for i in tokens.idx), cw, ch, device)
+    y = synthesize(m.vae, tokens.levels[0], tuple(i[0] for i in tokens.idx), cw, ch, device, fast=True)
     return resize(y, width, height).permute(1, 2, 0).numpy()
 
 

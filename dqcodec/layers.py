@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -51,3 +52,17 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.shuffle(self.proj(x))
+
+
+class Bfloat16Conv2d(nn.Module):
+    """`conv` on bfloat16 operands (oneDNN accumulates in float32), its output back in float32:
+    the synthesis's fast path on CPUs with bfloat16 instructions (transform.bfloat16_convolutions)."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.register_buffer("weight", conv.weight.detach().to(torch.bfloat16))
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().to(torch.bfloat16))
+        self.stride, self.padding = conv.stride, conv.padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x.to(torch.bfloat16), self.weight, self.bias, self.stride, self.padding).float()

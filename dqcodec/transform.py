@@ -3,13 +3,19 @@ memory stays bounded on large images, and the 8-bit rounding of the synthesised 
 
 from __future__ import annotations
 
+import copy
+import os
+import weakref
 from collections.abc import Iterator
+from functools import cache
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from dqcodec.layers import Bfloat16Conv2d
 from dqcodec.models import DQVAE
-from dqcodec.models.dqvae import LEVEL_STRIDES, Tokens
+from dqcodec.models.dqvae import LEVEL_STRIDES, Decoder, Tokens
 from dqcodec.resample import resize
 from dqcodec.tokens import KIND_SCALE
 
@@ -18,6 +24,35 @@ TRANSFORM_TILE = 1024  # pixels; larger images go through the DQ-VAE in tiles (i
 # at 630 MB; 768 + halo keeps a decode of any picture near 450 MB (a 768x512 picture is one window).
 SYNTHESIS_TILE = 768
 TRANSFORM_HALO = 128  # pixels of context around each tile, about the receptive field
+# oneDNN caps (ONEDNN_MAX_CPU_ISA) below its native bfloat16 kernels: under them it emulates
+# bfloat16, up to 100x slower than float32
+_ISA_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+@cache
+def bfloat16_convolutions() -> bool:
+    """Whether the decoder's synthesis may run its convolutions in bfloat16: this CPU has
+    AVX512-BF16 or AMX, and oneDNN may use them. They are about 1.6x faster than float32 there."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "")).upper()
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return native and torch.backends.mkldnn.is_available() and cap not in _ISA_CAPS_WITHOUT_BF16
+
+
+_bfloat16_decoders: weakref.WeakKeyDictionary[Decoder, Decoder] = weakref.WeakKeyDictionary()
+
+
+def bfloat16_decoder(decoder: Decoder) -> Decoder:
+    """A copy of `decoder` whose convolutions take bfloat16 operands, all but the last (to_rgb,
+    whose output would round to 1/256 of the range): the residual stream and every sum stay float32.
+    On Kodak its pictures differ from float32's by at most 1 in a sample, in 5-7% of them."""
+    if decoder not in _bfloat16_decoders:
+        fast = copy.deepcopy(decoder)
+        for parent in [fast, *fast.modules()]:
+            for name, child in parent.named_children():
+                if isinstance(child, nn.Conv2d) and parent is not fast.to_rgb:
+                    setattr(parent, name, Bfloat16Conv2d(child))
+        _bfloat16_decoders[decoder] = fast
+    return _bfloat16_decoders[decoder]
 
 
 def pad16(x: torch.Tensor) -> torch.Tensor:
@@ -67,15 +102,22 @@ def encode_tiled(vae: DQVAE, x: torch.Tensor, tile: int = TRANSFORM_TILE) -> tup
 
 
 def decode_tiled(
-    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, tile: int = SYNTHESIS_TILE // 16
+    vae: DQVAE,
+    levels: torch.Tensor,
+    idx: tuple[torch.Tensor, ...],
+    device: str,
+    tile: int = SYNTHESIS_TILE // 16,
+    bfloat16: bool = False,
 ) -> torch.Tensor:
     """DQ-VAE decoder output (3, 16h, 16w) for a region grid (h, w), `tile` regions a side with a halo,
-    so that memory stays bounded; within rounding the same picture as decoding the whole grid at once."""
+    so that memory stays bounded; within rounding the same picture as decoding the whole grid at once.
+    `bfloat16`: through `bfloat16_decoder`."""
     h, w = levels.shape
+    decoder = bfloat16_decoder(vae.decoder) if bfloat16 else vae.decoder
     out = torch.empty(3, h * 16, w * 16)
     for rows, cols, c_rows, c_cols in windows(h, w, tile, TRANSFORM_HALO // 16):
         t_idx = tuple(i[None, _scaled(c_rows, s), _scaled(c_cols, s)].to(device) for i, s in zip(idx, KIND_SCALE[1:]))
-        y = vae.decode(Tokens(levels[None, c_rows, c_cols].to(device), t_idx))[0].cpu()  # type: ignore[arg-type]
+        y = vae.decode(Tokens(levels[None, c_rows, c_cols].to(device), t_idx), decoder)[0].cpu()  # type: ignore[arg-type]
         out[:, _scaled(rows, 16), _scaled(cols, 16)] = y[:, _inner(rows, c_rows, 16), _inner(cols, c_cols, 16)]
     return out
 
@@ -87,10 +129,20 @@ def to_uint8(y: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 @torch.no_grad()
 def synthesize(
-    vae: DQVAE, levels: torch.Tensor, idx: tuple[torch.Tensor, ...], width: int, height: int, device: str = "cpu"
+    vae: DQVAE,
+    levels: torch.Tensor,
+    idx: tuple[torch.Tensor, ...],
+    width: int,
+    height: int,
+    device: str = "cpu",
+    fast: bool = False,
 ) -> torch.Tensor:
-    """The 8-bit picture (3, height, width) the tokens of a (h, w) region grid describe."""
-    return to_uint8(decode_tiled(vae.to(device), levels, idx, device), width, height)
+    """The 8-bit picture (3, height, width) the tokens of a (h, w) region grid describe. `fast`
+    (the decoder's choice): bfloat16 convolutions where the CPU has them, a sample off by 1 here
+    and there; without it (the encoder's choice, so that its decisions are the same on every
+    machine), float32."""
+    bfloat16 = fast and device == "cpu" and bfloat16_convolutions()
+    return to_uint8(decode_tiled(vae.to(device), levels, idx, device, bfloat16=bfloat16), width, height)
 
 
 def resample_picture(x: torch.Tensor, width: int, height: int) -> torch.Tensor:

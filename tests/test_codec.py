@@ -11,6 +11,7 @@ from dqcodec.codec import decode_tokens, image_to_tensor, model_of, reconstruct
 from dqcodec.loading import load_model
 from dqcodec.ratecontrol import analyze, levels_for_quality
 from dqcodec.shipped import model_id
+from dqcodec.transform import bfloat16_convolutions, decode_tiled, synthesize, to_uint8
 from tests.conftest import synthetic_image
 
 
@@ -61,6 +62,27 @@ def test_decoded_image_is_the_models_reconstruction(small_file: bytes) -> None:
     c, tokens = decode_tokens(small_file)
     rgb = reconstruct(tokens, c.header.width, c.header.height)
     assert np.array_equal(np.asarray(dqcodec.decode(small_file)), rgb)
+
+
+def test_decode_synthesis_is_bfloat16_where_native_and_within_one_of_float32() -> None:
+    """The decoder's bfloat16 convolutions against float32, on a photo at a quality that mixes all
+    three granularities: at most 1 apart in any sample. Without native bfloat16 (oneDNN would
+    emulate it, slowly) decode gives float32's picture."""
+    from skimage import data
+
+    blob = dqcodec.encode(Image.fromarray(data.astronaut()[:256, :384]), quality=60)
+    c, tokens = decode_tokens(blob)
+    m = load_model()
+    args = (m.vae, tokens.levels[0], tuple(i[0] for i in tokens.idx), c.header.width, c.header.height)
+    exact = synthesize(*args).to(torch.int16)
+    decoded = torch.from_numpy(np.asarray(dqcodec.decode(blob), dtype=np.int16)).permute(2, 0, 1)
+    if not bfloat16_convolutions():
+        assert torch.equal(decoded, exact)
+        return
+    fast = to_uint8(decode_tiled(m.vae, *args[1:3], "cpu", bfloat16=True), *args[3:]).to(torch.int16)
+    diff = (fast - exact).abs()
+    assert diff.max() <= 1 and 0 < (diff > 0).float().mean() < 0.2
+    assert torch.equal(decoded, fast)
 
 
 def test_grayscale_round_trips_as_grayscale() -> None:

@@ -223,7 +223,8 @@ class DQVAE(nn.Module):
         return F.one_hot(levels, NUM_LEVELS).permute(0, 3, 1, 2).float()
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens) -> torch.Tensor:
-        """Tokens -> image in [-1, 1] (unclamped)."""
+    def decode(self, tokens: Tokens, decoder: Decoder | None = None) -> torch.Tensor:
+        """Tokens -> image in [-1, 1] (unclamped), by `decoder` if given (a copy of self.decoder
+        in another precision), else self.decoder."""
         codes = [self.quantizer.lookup(i) for i in tokens.idx]
-        return self.decoder(codes, self.masks_from_levels(tokens.levels))
+        return (decoder or self.decoder)(codes, self.masks_from_levels(tokens.levels))
