@@ -4,7 +4,7 @@
  * the compiler targets gives the same results. The matrix products themselves stay in torch
  * (oneDNN's int8 kernels, exact on 7-bit weights).
  *
- * attention(q, kt, v, rows, keys, row_index, out, (B, H, R, dh, cap, n_out), exp_mul, exp_shift,
+ * attention(q, kt, v, rows, keys, row_keys, row_index, out, (B, H, R, dh, cap, n_out), exp_mul, exp_shift,
  *           exp_clamp, out_mul, out_shift)
  *   q    (B, H, R, dh) int8       queries
  *   kt   (B, H, dh / 4, cap, 4) int8  keys (-63..63) in quads of channels; cap a multiple of 16
@@ -12,6 +12,8 @@
  *                                 is channel c of key j; keys past keys[b] must be 0
  *   rows (B,) int32               rows of tile b to compute
  *   keys (B,) int32               keys of tile b that its rows attend to (the first keys[b])
+ *   row_keys (B, R) int32 or None  the first row_keys[b, r] <= keys[b] keys instead, row by row
+ *                                 (the encoder's pass over every group at once: a prefix per group)
  *   row_index (B, R) int32        the row of out that row r of tile b goes to
  *   out  (n_out, H * dh) int8     the attention outputs, heads side by side
  * norm(h, acc, mul, add, shift, gain, bias, eps, out, (n, d))
@@ -322,23 +324,35 @@ static void finish_row(const int32_t *acc, const int32_t *vsum, int32_t total, i
 
 /* One (tile, head) pair, its output row r to out[row_index[r] * out_stride]: ROW_GROUP rows at a
  * time get their weights, then the values are weighed a chunk of keys at a time (each chunk stays
- * in the caches for all the group's rows). Values past key n are 0 (the cache's unused slots). */
-static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const int16_t *v2, int n, int cap, int dh,
-                       Consts c, const int32_t *row_index, int8_t *out, int out_stride, int32_t *s, int32_t *ksum,
-                       int32_t *acc) {
+ * in the caches for all the group's rows). Row r attends to the first n keys, or row_keys[r] if
+ * row_keys is not NULL; the group's rows weigh the values of as many keys as the most of them see,
+ * with weight 0 (w = -1) past each row's own keys. Values past key n are 0 (the cache's unused slots). */
+static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const int16_t *v2, int n, const int32_t *row_keys,
+                       int cap, int dh, Consts c, const int32_t *row_index, int8_t *out, int out_stride, int32_t *s,
+                       int32_t *ksum, int32_t *acc) {
     int8_t qb[ROW_BLOCK * MAX_DH];
     int32_t vsum[MAX_DH];
-    const int n16 = (n + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK, n_even = n + (n & 1);
+    int vsum_keys = -1; /* the keys vsum covers */
 #ifdef HAVE_X86_KERNELS
+    const int n16_all = (n + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK;
     if (use_vnni)
-        key_sums_vnni(kt4, dh, cap, n16, ksum);
+        key_sums_vnni(kt4, dh, cap, n16_all, ksum);
     else if (use_avx2)
-        key_sums_avx2(kt4, dh, cap, n16, ksum);
+        key_sums_avx2(kt4, dh, cap, n16_all, ksum);
 #endif
-    value_sums(v2, n_even / 2, dh, vsum);
     for (int g0 = 0; g0 < rows; g0 += ROW_GROUP) {
         const int ng = rows - g0 < ROW_GROUP ? rows - g0 : ROW_GROUP;
         const int nb = (ng + ROW_BLOCK - 1) / ROW_BLOCK; /* blocks of ROW_BLOCK rows */
+        int n_g = n;
+        if (row_keys) {
+            n_g = 1;
+            for (int r = 0; r < ng; r++) n_g = row_keys[g0 + r] > n_g ? row_keys[g0 + r] : n_g;
+        }
+        const int n16 = (n_g + KEY_BLOCK - 1) / KEY_BLOCK * KEY_BLOCK, n_even = n_g + (n_g & 1);
+        if (vsum_keys != n_even) {
+            value_sums(v2, n_even / 2, dh, vsum);
+            vsum_keys = n_even;
+        }
         int32_t totals[ROW_GROUP] = {0};
         for (int b = 0; b < nb; b++) {
             const int i0 = g0 + b * ROW_BLOCK, nr = rows - i0 < ROW_BLOCK ? rows - i0 : ROW_BLOCK;
@@ -356,7 +370,8 @@ static int attend_pair(const int8_t *q, int rows, const int8_t *kt4, const int16
             for (int r = 0; r < ROW_BLOCK; r++) { /* scores become int16 weights in place (rows past nr: 0) */
                 int32_t *p = sb + (size_t)r * cap;
                 if (r < nr) {
-                    const int32_t total = shifted_weights(p, n, n_even, weights(p, n, c), (int16_t *)p);
+                    const int n_r = row_keys ? row_keys[i0 + r] : n;
+                    const int32_t total = shifted_weights(p, n_r, n_even, weights(p, n_r, c), (int16_t *)p);
                     if (total < RECIP_LO) return -1; /* cannot happen: the largest weight alone is 2^15 >> shift */
                     totals[b * ROW_BLOCK + r] = total;
                 } else {
@@ -447,10 +462,10 @@ static int acquire(Arg *a, int count) {
 }
 
 static PyObject *attention(PyObject *self, PyObject *args) {
-    PyObject *oq, *okt, *ov, *orows, *okeys, *oindex, *oout;
+    PyObject *oq, *okt, *ov, *orows, *okeys, *orow_keys, *oindex, *oout;
     int B, H, R, dh, cap, n_out;
     Consts c;
-    if (!PyArg_ParseTuple(args, "OOOOOOO(iiiiii)iiiii", &oq, &okt, &ov, &orows, &okeys, &oindex, &oout, &B, &H, &R, &dh,
+    if (!PyArg_ParseTuple(args, "OOOOOOOO(iiiiii)iiiii", &oq, &okt, &ov, &orows, &okeys, &orow_keys, &oindex, &oout, &B, &H, &R, &dh,
                           &cap, &n_out, &c.exp_mul, &c.exp_shift, &c.exp_clamp, &c.out_mul, &c.out_shift))
         return NULL;
     if (B < 0 || H < 1 || R < 0 || n_out < 0 || dh < 4 || dh > MAX_DH || dh % 4 || cap < KEY_BLOCK || cap % KEY_BLOCK) {
@@ -462,15 +477,18 @@ static PyObject *attention(PyObject *self, PyObject *args) {
         {oq, 1, bh * R * dh, 0, 0, "q"},          {okt, 1, bh * dh * cap, 0, 0, "kt"},
         {ov, 2, bh * cap * dh, 0, 0, "v"},        {orows, 4, B, 0, 0, "rows"},
         {okeys, 4, B, 0, 0, "keys"},              {oindex, 4, (Py_ssize_t)B * R, 0, 0, "row_index"},
-        {oout, 1, (Py_ssize_t)n_out * H * dh, 1, 0, "out"},
+        {oout, 1, (Py_ssize_t)n_out * H * dh, 1, 0, "out"}, {orow_keys, 4, (Py_ssize_t)B * R, 0, 1, "row_keys"},
     };
-    if (acquire(a, 7) < 0) return NULL;
+    if (acquire(a, 8) < 0) return NULL;
     const int32_t *rows = a[3].view.buf, *keys = a[4].view.buf, *row_index = a[5].view.buf;
+    const int32_t *row_keys = a[7].view.buf; /* NULL: None */
     int status = 0;
     for (int b = 0; b < B && status == 0; b++) {
         if (rows[b] < 0 || rows[b] > R || keys[b] < 1 || keys[b] > cap) status = -3;
-        for (int r = 0; r < rows[b] && status == 0; r++)
+        for (int r = 0; r < rows[b] && status == 0; r++) {
             if (row_index[(size_t)b * R + r] < 0 || row_index[(size_t)b * R + r] >= n_out) status = -3;
+            if (row_keys && (row_keys[(size_t)b * R + r] < 1 || row_keys[(size_t)b * R + r] > keys[b])) status = -3;
+        }
     }
     if (status == 0) {
         int32_t *s = malloc(sizeof(int32_t) * ((size_t)(ROW_GROUP + 1) * cap + ROW_GROUP * MAX_DH));
@@ -482,14 +500,15 @@ static PyObject *attention(PyObject *self, PyObject *args) {
                 const int b = (int)(i / H), head = (int)(i % H);
                 status = attend_pair((const int8_t *)a[0].view.buf + i * R * dh, rows[b],
                                      (const int8_t *)a[1].view.buf + i * dh * cap, (const int16_t *)a[2].view.buf + i * cap * dh,
-                                     keys[b], cap, dh, c, row_index + (size_t)b * R, (int8_t *)a[6].view.buf + head * dh,
+                                     keys[b], row_keys ? row_keys + (size_t)b * R : NULL, cap, dh, c,
+                                     row_index + (size_t)b * R, (int8_t *)a[6].view.buf + head * dh,
                                      H * dh, s, s + (size_t)ROW_GROUP * cap, s + (size_t)(ROW_GROUP + 1) * cap);
             }
             Py_END_ALLOW_THREADS;
             free(s);
         }
     }
-    release(a, 7);
+    release(a, 8);
     if (status == -3) {
         PyErr_SetString(PyExc_ValueError, "attention: row or key counts or row indices out of range");
         return NULL;

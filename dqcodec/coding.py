@@ -21,6 +21,7 @@ import torch
 from dqcodec import bitstream
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder
 from dqcodec.errors import DQCError, IntegrityError
+from dqcodec.intmath import native_kernels
 from dqcodec.models.dqvae import Tokens
 from dqcodec.models.intprior import IntPrior
 from dqcodec.tokens import (
@@ -169,6 +170,20 @@ def _code_batch(
     return out
 
 
+@torch.inference_mode()
+def _code_known(prior: IntPrior, known: list[Tokens], schedule: Schedule, coders: list[SymbolCoder]) -> list[list[int]]:
+    """The encoder's pass: `coders[i]` codes tile i's tokens, all known, in coding order. By the C
+    kernels, one pass over every group at once (`IntPrior.tables_all`: the same tables as group by
+    group, without a pass per group); else group by group. Returns each tile's symbols."""
+    if native_kernels() is None:
+        shapes = [(int(k.levels.shape[0]), int(k.levels.shape[1])) for k in known]
+        return [symbols for _, _, symbols in _code_batch(prior, shapes, schedule, coders, known)]
+    tokens = [tile_tokens(k.levels, k.idx, schedule) for k in known]
+    for b, first, freq in prior.tables_all([(t.kind, t.pos, t.value, t.group) for t in tokens], PRECISION):
+        coders[b](freq, tokens[b].value[first : first + len(freq)].numpy())
+    return [t.value.tolist() for t in tokens]
+
+
 def _map_from_pos(pos: torch.Tensor, values: torch.Tensor, rh: int, rw: int) -> torch.Tensor:
     levels = torch.zeros(rh, rw, dtype=torch.long)
     levels[pos // MAX_REGIONS, pos % MAX_REGIONS] = values
@@ -204,9 +219,8 @@ def encode_tiles(
         encoders = [SymbolEncoder() for _ in batch]
         lengths: list[list[np.ndarray]] = [[] for _ in batch]
         known = [tile_of(levels, idx, *grid[i]) for i in batch]
-        shapes = [grid[i][2:] for i in batch]
-        results = _code_batch(prior, shapes, schedule, [coder(e, b) for e, b in zip(encoders, lengths)], known)
-        for i, enc, (_, _, symbols) in zip(batch, encoders, results):
+        results = _code_known(prior, known, schedule, [coder(e, b) for e, b in zip(encoders, lengths)])
+        for i, enc, symbols in zip(batch, encoders, results):
             tiles[i] = bitstream.Tile(i, len(symbols), symbols_crc(symbols), enc.finish())
         if region_bits is not None:
             for i, k, tile_lengths in zip(batch, known, lengths):
@@ -272,8 +286,7 @@ def tile_bits(prior: IntPrior, tiles: list[Tokens], schedule: Schedule, workers:
         return code
 
     def run(batch: list[int]) -> None:
-        shapes = [(int(tiles[i].levels.shape[0]), int(tiles[i].levels.shape[1])) for i in batch]
-        _code_batch(prior, shapes, schedule, [counter(i) for i in batch], [tiles[i] for i in batch])
+        _code_known(prior, [tiles[i] for i in batch], schedule, [counter(i) for i in batch])
 
     _run_batches(run, len(tiles), workers)
     return bits

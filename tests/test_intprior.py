@@ -21,6 +21,7 @@ from dqcodec.codec import image_to_tensor
 from dqcodec.coding import frequency_tables, tile_of
 from dqcodec.entropy import PRECISION
 from dqcodec.loading import load_model
+from dqcodec.models import intprior
 from dqcodec.models.intprior import IntPrior, WeightsError
 from dqcodec.ratecontrol import analyze, levels_for_quality
 from dqcodec.tokens import Schedule, tile_tokens
@@ -85,10 +86,18 @@ def test_reference_implementation_gives_the_same_frequencies(mixed_tiles, period
             assert np.array_equal(a, b)
 
 
-def test_all_groups_at_once_equal_group_by_group(mixed_tiles) -> None:
+@pytest.mark.parametrize("path", ["native", "torch"])
+def test_all_groups_at_once_equal_group_by_group(mixed_tiles, path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A slot's integers depend only on what it attends to: one masked pass over all tokens gives
-    the tables that coding group by group gives."""
+    the tables that coding group by group gives, by the C kernels (each row attending to its own
+    prefix of the keys; the encoder's path) and by torch's masks."""
     m = load_model("dq")
+    if path == "native" and intmath.native_kernels() is None:
+        pytest.skip("the C kernels are not built here")
+    if path == "native":  # small row chunks, so that one spans the MAP/code boundary of a tile
+        monkeypatch.setattr(intprior, "ALL_GROUPS_CHUNK", 100)
+    else:
+        monkeypatch.setattr(intprior, "native_kernels", lambda: None)
     schedule = Schedule((4, 2, 4, 8))
     tables = frequency_tables(m.prior, mixed_tiles, schedule)
     tokens = [tile_tokens(t.levels, t.idx, schedule) for t in mixed_tiles]

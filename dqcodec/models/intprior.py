@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,7 @@ FP32_EXACT = 1 << 24  # float32 holds every integer below this exactly
 FP64_EXACT = 1 << 53
 NO_GROUP = 1 << 30  # group number of padding keys: no row attends to them
 MAX_KEYS = 1 << 15  # keys per tile (a tile has at most 1 + 256 + 4096)
+ALL_GROUPS_CHUNK = 2048  # rows per matrix product in the all-groups pass (bounds its int32 buffers)
 
 
 class WeightsError(DQCError):
@@ -217,10 +219,14 @@ class IntPrior:
             raise WeightsError(f"ln_eps {eps} is outside 1..2^40 - 1")
         if d % heads or d & (d - 1):
             raise WeightsError("dim must be a power of two divisible by the head count")
-        emb = {n: self._int(a, n, (16,)) for n in ("content_embed", "level_embed", "pos_embed", "kind_embed")}
+        # int32 tables: a row's sum of three, << embed_shift, stays below 2^21
+        emb = {n: self._int(a, n, (16,)).int() for n in ("content_embed", "level_embed", "pos_embed", "kind_embed")}
         self.content_embed, self.level_embed = emb["content_embed"], emb["level_embed"]
         self.pos_embed, self.kind_embed = emb["pos_embed"], emb["kind_embed"]
-        self.query_embed = self._int(a, "query_embed", (16,))
+        self.query_embed = self._int(a, "query_embed", (16,)).int()
+        if len(self.content_embed) != k:
+            raise WeightsError(f"content_embed has {len(self.content_embed)} rows, not num_codes = {k}")
+        self._value_embed = torch.cat([self.content_embed, self.level_embed])
         self.bos = self._int(a, "bos", (16,))
         for t in (*emb.values(), self.query_embed[None], self.bos[None]):
             if t.shape[-1] != d:
@@ -305,19 +311,15 @@ class IntPrior:
 
     # ----- embeddings ------------------------------------------------------------------------
     def embed_query(self, kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Residual rows (n, d) of query slots: (pos + kind + query embeddings) << embed_shift."""
-        return ((self.pos_embed[pos] + self.kind_embed[kind] + self.query_embed) << self.embed_shift).double()
+        """Residual rows (n, d) int32 of query slots: (pos + kind + query embeddings) << embed_shift."""
+        return (self.pos_embed[pos] + self.kind_embed[kind] + self.query_embed) << self.embed_shift
 
     def embed_content(self, kind: torch.Tensor, pos: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-        """Residual rows (n, d) of content slots: (pos + kind + value embeddings) << embed_shift,
+        """Residual rows (n, d) int32 of content slots: (pos + kind + value embeddings) << embed_shift,
         the value's embedding from the level table for MAP tokens, the code table otherwise."""
-        is_map = kind == KIND_MAP
-        val = torch.where(
-            is_map[:, None],
-            self.level_embed[torch.where(is_map, value, 0).clamp(0, len(self.level_embed) - 1)],
-            self.content_embed[torch.where(is_map, 0, value)],
-        )
-        return ((self.pos_embed[pos] + self.kind_embed[kind] + val) << self.embed_shift).double()
+        # one table: the codes' embeddings, then the levels'
+        row = torch.where(kind == KIND_MAP, self.num_codes + value.clamp(0, len(self.level_embed) - 1), value)
+        return (self.pos_embed[pos] + self.kind_embed[kind] + self._value_embed[row]) << self.embed_shift
 
     # ----- coding passes ---------------------------------------------------------------------
     def new_cache(self, tiles: int, capacity: int = 512) -> KVCache:
@@ -351,7 +353,7 @@ class IntPrior:
         h_q = self.embed_query(*(torch.cat(t) for t in zip(*(q for _, q in q_parts)))) if q_parts else None
         tile_c = torch.cat([torch.full((len(c[0]),), b) for b, c in c_parts]) if c_parts else tiles[:0]
         tile_q = torch.cat([torch.full((len(q[0]),), b) for b, q in q_parts]) if q_parts else tiles[:0]
-        empty = torch.zeros(0, self.bos.shape[0], dtype=torch.float64)
+        empty = torch.zeros(0, self.bos.shape[0], dtype=torch.int32)
         h_c, h_q = h_c if h_c is not None else empty, h_q if h_q is not None else empty
         result: list[np.ndarray | None] = [None] * cache.tiles
         if not q_parts:
@@ -381,7 +383,7 @@ class IntPrior:
         to it. Returns the query rows' residuals after the last block. (The torch path; with the C
         kernels, `_forward_native`.)"""
         d, heads = h_c.shape[1], cache.heads
-        n_c = len(h_c)
+        n_c, h_c, h_q = len(h_c), h_c.double(), h_q.double()
         counts_c, counts_q, slot_c, slot_q, key_c, new_len = _pass_slots(cache, tile_c, tile_q)
         n_keys = int(new_len.max())
         # keys beyond a tile's length are padding (tiles of other lengths share the pass)
@@ -477,7 +479,9 @@ class IntPrior:
                 if not n_q:
                     break
             rows, index = (rows_all, row_index) if i < last else (rows_q, row_index_last)
-            kernels.attention(q, kt, v, rows, keys, index, o.numpy(), (*shape, cap, len(o)), *blk.attention_consts)
+            kernels.attention(
+                q, kt, v, rows, keys, None, index, o.numpy(), (*shape, cap, len(o)), *blk.attention_consts
+            )
             hn, an = h.numpy(), a.numpy()
             acc = blk.proj.product(o).numpy()
             kernels.norm(hn, acc, *blk.proj.integers, *blk.ln2.integers, blk.ln2.eps, an, a.shape)
@@ -507,7 +511,143 @@ class IntPrior:
         """The frequency tables of every token of each tile, given as (kind, pos, value, group) in
         coding order: (MAP tokens' (n_map, 3), codes' (n_codes, K)). Identical to coding group by
         group (exact arithmetic), computed in one pass with each slot's attention limited to the
-        groups the spec lets it see."""
+        groups the spec lets it see: by the C kernels where built (`tables_all`), else in torch."""
+        if native_kernels() is None:
+            return self._frequencies_all_torch(tiles, precision)
+        n_maps = [int((t[0] == KIND_MAP).sum()) for t in tiles]
+        parts: list[tuple[list[np.ndarray], list[np.ndarray]]] = [([], []) for _ in tiles]
+        for b, first, freq in self.tables_all(tiles, precision):
+            parts[b][first >= n_maps[b]].append(freq)
+        widths = (self.map_head.weight.shape[1], self.code_head.weight.shape[1])
+        return [
+            tuple(
+                torch.from_numpy(np.concatenate(c)) if c else torch.zeros(0, k, dtype=torch.int64)
+                for c, k in zip(p, widths)
+            )
+            for p in parts
+        ]  # type: ignore[misc]
+
+    def tables_all(
+        self,
+        tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]],
+        precision: int,
+    ) -> Iterator[tuple[int, int, np.ndarray]]:
+        """`frequencies_all` by the C kernels, as the encoder uses it: (tile, first token, tables
+        (n, k) int64) for runs of at most `chunk` tokens of one kind class (MAP or codes), each
+        tile's in coding order, so that memory stays bounded."""
+        a, counts = self._forward_all_native(tiles)
+        start = 0
+        for b, (t_kind, *_) in enumerate(tiles):
+            n, n_map = counts[b], int((t_kind == KIND_MAP).sum())
+            for lo, hi, head in ((0, n_map, self.map_head), (n_map, n, self.code_head)):
+                for c0 in range(lo, hi, ALL_GROUPS_CHUNK):
+                    c1 = min(hi, c0 + ALL_GROUPS_CHUNK)
+                    acc = head.product(a[start + c0 : start + c1])
+                    freq = np.empty(acc.shape, dtype=np.int64)
+                    native_kernels().frequencies(acc.numpy(), *head.integers, freq, acc.shape, precision)  # type: ignore[union-attr]
+                    yield b, c0, freq
+            start += n
+
+    def _forward_all_native(
+        self, tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> tuple[torch.Tensor, list[int]]:
+        """Every slot of every group at once, by the C kernels: each tile's content rows (its
+        tokens) join its cache after BOS, each sees the keys of the groups up to its own, and its
+        query rows the groups before their own; both are prefixes of the cache, the tokens being in
+        group order. Returns the query rows after the last block and ln_out (int8), tile after
+        tile, and the tiles' token counts."""
+        kernels = native_kernels()
+        assert kernels is not None
+        d, n_tiles, cfg = self.bos.shape[0], len(tiles), self.config
+        heads = cfg["heads"]
+        counts = [len(t[0]) for t in tiles]
+        kind, pos, value, group = (torch.cat(x) for x in zip(*tiles))
+        n = len(kind)
+        tile = torch.repeat_interleave(torch.arange(n_tiles), torch.tensor(counts))
+        cache = self.new_cache(n_tiles, capacity=1 + max(counts))
+        cap, width = cache.capacity, 2 * max(counts)
+        slot = _rank_within(tile)
+        slot_q = torch.tensor(counts)[tile] + slot  # each tile's rows: its content rows, then its query rows
+        # the keys a slot sees, BOS included: content rows through their group, query rows before it
+        order = tile * (2 * NO_GROUP) + group
+        first = torch.tensor([0, *counts]).cumsum(0)[tile]
+        sees_c = 1 + torch.searchsorted(order, order, right=True) - first
+        sees_q = 1 + torch.searchsorted(order, order) - first
+        row_keys = torch.ones(n_tiles, width, dtype=torch.int32)
+        row_keys[tile, slot], row_keys[tile, slot_q] = sees_c.int(), sees_q.int()
+        row_keys_last = torch.ones(n_tiles, width, dtype=torch.int32)
+        row_keys_last[tile, slot] = sees_q.int()
+        row_index = torch.zeros(n_tiles, width, dtype=torch.int32)
+        row_index[tile, slot], row_index[tile, slot_q] = (
+            torch.arange(n, dtype=torch.int32),
+            n + torch.arange(n, dtype=torch.int32),
+        )
+        row_index_last = torch.zeros(n_tiles, width, dtype=torch.int32)
+        row_index_last[tile, slot] = torch.arange(n, dtype=torch.int32)
+        ix = {
+            k: v.to(torch.int32).numpy()
+            for k, v in {"tile": tile, "slot": slot, "slot_q": slot_q, "key": 1 + slot}.items()
+        }
+        keys = (1 + torch.tensor(counts)).to(torch.int32).numpy()
+        rows_all, rows_q = (
+            (2 * torch.tensor(counts)).to(torch.int32).numpy(),
+            torch.tensor(counts, dtype=torch.int32).numpy(),
+        )
+        h = torch.cat([self.embed_content(kind, pos, value), self.embed_query(kind, pos)]).to(torch.int32)
+        a = torch.empty(2 * n, d, dtype=torch.int8)
+        o = torch.empty(2 * n, d, dtype=torch.int8)
+        q = np.zeros((n_tiles, heads, width, d // heads), dtype=np.int8)
+        ln1 = self.blocks[0].ln1
+        kernels.norm(h.numpy(), None, None, None, 0, *ln1.integers, ln1.eps, a.numpy(), a.shape)
+        last = len(self.blocks) - 1
+        dims = (d, heads, n_tiles, width, cap)
+        for i, blk in enumerate(self.blocks):
+            kt, v = cache.kt[i].numpy(), cache.v[i].numpy()
+            lin, parts = (blk.qkv, 3) if i < last else (blk.kv_only, 2)  # content rows' last queries are not needed
+            for lo, hi in _chunks(n):
+                acc = lin.product(a[lo:hi]).numpy()
+                slots, q_out = (ix["slot"][lo:hi], q) if i < last else (None, None)
+                kernels.project(
+                    acc,
+                    *lin.integers,
+                    parts,
+                    ix["tile"][lo:hi],
+                    slots,
+                    ix["key"][lo:hi],
+                    q_out,
+                    kt,
+                    v,
+                    (hi - lo, *dims),
+                )
+            for lo, hi in _chunks(n):
+                acc = blk.q_only.product(a[n + lo : n + hi]).numpy()
+                slots = ix["slot_q"][lo:hi] if i < last else ix["slot"][lo:hi]
+                kernels.project(
+                    acc, *blk.q_only.integers, 1, ix["tile"][lo:hi], slots, None, q, None, None, (hi - lo, *dims)
+                )
+            if i == last:
+                h, a, o = h[n:], a[n:], o[n:]
+                rows, sees, index = rows_q, row_keys_last, row_index_last
+            else:
+                rows, sees, index = rows_all, row_keys, row_index
+            shape = (n_tiles, heads, width, d // heads, cap, len(o))
+            kernels.attention(
+                q, kt, v, rows, keys, sees.numpy(), index.numpy(), o.numpy(), shape, *blk.attention_consts
+            )
+            norm = self.blocks[i + 1].ln1 if i < last else self.ln_out
+            for lo, hi in _chunks(len(h)):
+                hn, an = h[lo:hi].numpy(), a[lo:hi].numpy()
+                acc = blk.proj.product(o[lo:hi]).numpy()
+                kernels.norm(hn, acc, *blk.proj.integers, *blk.ln2.integers, blk.ln2.eps, an, an.shape)
+                g = torch.empty(hi - lo, blk.fc1.weight.shape[1], dtype=torch.int8)
+                acc = blk.fc1.product(a[lo:hi])
+                kernels.gelu(acc.numpy(), *blk.fc1.integers, blk.gelu.numpy(), g.numpy(), acc.shape)
+                kernels.norm(hn, blk.fc2.product(g).numpy(), *blk.fc2.integers, *norm.integers, norm.eps, an, an.shape)
+        return a, counts
+
+    def _frequencies_all_torch(
+        self, tiles: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]], precision: int
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
         n_tiles, d, heads = len(tiles), self.bos.shape[0], self.config["heads"]
         n = max(len(t[0]) for t in tiles)
         valid = torch.zeros(n_tiles, n, dtype=torch.bool)
@@ -525,7 +665,7 @@ class IntPrior:
             [(self.bos << self.embed_shift).double().expand(n_tiles, 1, d), self._embed_rows(kind, pos, value, valid)],
             1,
         )
-        h_q = self.embed_query(kind.view(-1), pos.view(-1)).view(n_tiles, n, d)
+        h_q = self.embed_query(kind.view(-1), pos.view(-1)).double().view(n_tiles, n, d)
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
             q_c, k, v = (t.view(n_tiles, n + 1, d) for t in _qkv(blk, blk.ln1(h_c.reshape(-1, d))))
@@ -560,7 +700,8 @@ class IntPrior:
         self, kind: torch.Tensor, pos: torch.Tensor, value: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
         b, n = kind.shape
-        return self.embed_content(kind.view(-1), pos.view(-1), torch.where(valid, value, 0).view(-1)).view(b, n, -1)
+        rows = self.embed_content(kind.view(-1), pos.view(-1), torch.where(valid, value, 0).view(-1))
+        return rows.double().view(b, n, -1)
 
 
 def _qkv(blk: IntBlock, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -602,6 +743,11 @@ def _pass_slots(
     new_len = cache.lengths + counts_c
     cache.reserve(int(new_len.max()))
     return counts_c, counts_q, slot_c, slot_q, key_c, new_len
+
+
+def _chunks(n: int) -> Iterator[tuple[int, int]]:
+    """(lo, hi) of the runs of ALL_GROUPS_CHUNK rows that cover n rows."""
+    return ((lo, min(n, lo + ALL_GROUPS_CHUNK)) for lo in range(0, n, ALL_GROUPS_CHUNK))
 
 
 def _rank_within(groups: torch.Tensor) -> torch.Tensor:
