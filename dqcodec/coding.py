@@ -179,8 +179,9 @@ def _code_known(prior: IntPrior, known: list[Tokens], schedule: Schedule, coders
         shapes = [(int(k.levels.shape[0]), int(k.levels.shape[1])) for k in known]
         return [symbols for _, _, symbols in _code_batch(prior, shapes, schedule, coders, known)]
     tokens = [tile_tokens(k.levels, k.idx, schedule) for k in known]
-    for b, first, freq in prior.tables_all([(t.kind, t.pos, t.value, t.group) for t in tokens], PRECISION):
-        coders[b](freq, tokens[b].value[first : first + len(freq)].numpy())
+    for t, code in zip(tokens, coders):  # a tile at a time: a pass over all its groups is big enough
+        for _, first, freq in prior.tables_all([(t.kind, t.pos, t.value, t.group)], PRECISION):
+            code(freq, t.value[first : first + len(freq)].numpy())
     return [t.value.tolist() for t in tokens]
 
 
