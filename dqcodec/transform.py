@@ -25,7 +25,7 @@ TRANSFORM_TILE = 1024  # pixels; larger images go through the DQ-VAE in tiles (i
 SYNTHESIS_TILE = 768
 TRANSFORM_HALO = 128  # pixels of context around each tile, about the receptive field
 # oneDNN caps (ONEDNN_MAX_CPU_ISA) below its native bfloat16 kernels: under them it emulates
-# bfloat16, up to 100x slower than float32
+# bfloat16, over 100x slower than float32
 _ISA_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 

@@ -563,14 +563,15 @@ class IntPrior:
         counts = [len(t[0]) for t in tiles]
         kind, pos, value, group = (torch.cat(x) for x in zip(*tiles))
         n = len(kind)
-        tile = torch.repeat_interleave(torch.arange(n_tiles), torch.tensor(counts))
+        per_tile = torch.tensor(counts)
+        tile = torch.repeat_interleave(torch.arange(n_tiles), per_tile)
         cache = self.new_cache(n_tiles, capacity=1 + max(counts))
         cap, width = cache.capacity, 2 * max(counts)
         slot = _rank_within(tile)
-        slot_q = torch.tensor(counts)[tile] + slot  # each tile's rows: its content rows, then its query rows
+        slot_q = per_tile[tile] + slot  # each tile's rows: its content rows, then its query rows
         # the keys a slot sees, BOS included: content rows through their group, query rows before it
         order = tile * (2 * NO_GROUP) + group
-        first = torch.tensor([0, *counts]).cumsum(0)[tile]
+        first = (per_tile.cumsum(0) - per_tile)[tile]
         sees_c = 1 + torch.searchsorted(order, order, right=True) - first
         sees_q = 1 + torch.searchsorted(order, order) - first
         row_keys = torch.ones(n_tiles, width, dtype=torch.int32)
@@ -578,21 +579,15 @@ class IntPrior:
         row_keys_last = torch.ones(n_tiles, width, dtype=torch.int32)
         row_keys_last[tile, slot] = sees_q.int()
         row_index = torch.zeros(n_tiles, width, dtype=torch.int32)
-        row_index[tile, slot], row_index[tile, slot_q] = (
-            torch.arange(n, dtype=torch.int32),
-            n + torch.arange(n, dtype=torch.int32),
-        )
+        rows_in_order = torch.arange(n, dtype=torch.int32)
+        row_index[tile, slot], row_index[tile, slot_q] = rows_in_order, n + rows_in_order
         row_index_last = torch.zeros(n_tiles, width, dtype=torch.int32)
-        row_index_last[tile, slot] = torch.arange(n, dtype=torch.int32)
+        row_index_last[tile, slot] = rows_in_order
         ix = {
             k: v.to(torch.int32).numpy()
             for k, v in {"tile": tile, "slot": slot, "slot_q": slot_q, "key": 1 + slot}.items()
         }
-        keys = (1 + torch.tensor(counts)).to(torch.int32).numpy()
-        rows_all, rows_q = (
-            (2 * torch.tensor(counts)).to(torch.int32).numpy(),
-            torch.tensor(counts, dtype=torch.int32).numpy(),
-        )
+        keys, rows_all, rows_q = ((x * per_tile + c).to(torch.int32).numpy() for x, c in ((1, 1), (2, 0), (1, 0)))
         h = torch.cat([self.embed_content(kind, pos, value), self.embed_query(kind, pos)]).to(torch.int32)
         a = torch.empty(2 * n, d, dtype=torch.int8)
         o = torch.empty(2 * n, d, dtype=torch.int8)
