@@ -1,8 +1,9 @@
-/* The prior's integer steps between its matrix products (FORMAT.md, sections 8.2-8.4), for speed
- * only: they compute the same integers as dqcodec.intmath, which stays the reference path (and the
- * fallback where this module was not built). Integer arithmetic is exact, so every instruction set
- * the compiler targets gives the same results. The matrix products themselves stay in torch
- * (oneDNN's int8 kernels, exact on 7-bit weights).
+/* The prior's integer steps (FORMAT.md, sections 8.2-8.4), for speed only: they compute the same
+ * integers as dqcodec.intmath, which stays the reference path (and the fallback where this module
+ * was not built). Integer arithmetic is exact, so every instruction set the compiler targets gives
+ * the same results. The matrix products are torch's (oneDNN's int8 kernels, exact on 7-bit
+ * weights), except with AVX512-VNNI, where gemm and block_tail compute them here: small row counts
+ * are faster, and a block's tail then runs without its intermediate arrays.
  *
  * attention(q, kt, v, rows, keys, row_keys, row_index, out, (B, H, R, dh, cap, n_out), exp_mul, exp_shift,
  *           exp_clamp, out_mul, out_shift)
@@ -23,6 +24,9 @@
  *   their tile's slot of q (B, H, R, dh) and their tile's key of the cache (kt, v as above)
  * gelu(acc, mul, add, shift, table, out, (n, m)): out = table[clamp(Linear's output, 0, 2047)]
  * frequencies(acc, mul, add, shift, out, (n, k), precision): out = Frequencies(Linear's output)
+ * gemm(a, w, offset, out, (m, k, n)): out = a . W (int8 operands, W packed; AVX512-VNNI only)
+ * block_tail(h, o, proj, ln2, fc1, gelu, fc2, norm, out, (n, d, m)): a block after its attention,
+ *   fused: h += proj(o), h += fc2(gelu(fc1(Norm(h; ln2)))), out = Norm(h; norm) (AVX512-VNNI only)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,6 +38,7 @@
 #define KEY_MAX 63
 #define RESID_MAX ((1 << 21) - 1)
 #define GELU_SIZE 2048
+#define GELU_CHUNK 256
 #define RSQRT_LO 1024
 #define RSQRT_HI 4096
 #define FREQ_EXP_MAX 24
@@ -662,10 +667,59 @@ static PyObject *project(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-MULTIVERSION
-static void gelu_row(const int32_t *restrict acc, const int64_t *restrict mul, const int64_t *restrict add, int shift,
-                     int m, const int8_t *restrict table, int8_t *restrict out) {
-    for (int j = 0; j < m; j++) out[j] = table[clamp64(requant(acc[j], mul[j], add[j], shift), 0, GELU_SIZE - 1)];
+/* The GELU table's index, clamp((acc * mul + add) >> shift, 0, GELU_SIZE - 1), of n entries. The
+ * vector paths compute it in float64: acc * mul + add is an integer below 2^53 (FORMAT.md 8.6), so
+ * the fused multiply-add is exact, and so are the scaling by 2^-shift and the floor. */
+#ifdef HAVE_X86_KERNELS
+__attribute__((target("avx512f")))
+static int gelu_index_avx512(const int32_t *restrict acc, const double *restrict mul, const double *restrict add,
+                             double scale, int n, int32_t *restrict index) {
+    const __m512d s = _mm512_set1_pd(scale), lo = _mm512_setzero_pd(), hi = _mm512_set1_pd(GELU_SIZE - 1);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m512d x = _mm512_cvtepi32_pd(_mm256_loadu_si256((const __m256i *)(acc + j)));
+        x = _mm512_mul_pd(_mm512_fmadd_pd(x, _mm512_loadu_pd(mul + j), _mm512_loadu_pd(add + j)), s);
+        x = _mm512_min_pd(_mm512_max_pd(_mm512_roundscale_pd(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC), lo), hi);
+        _mm256_storeu_si256((__m256i *)(index + j), _mm512_cvttpd_epi32(x));
+    }
+    return j;
+}
+
+__attribute__((target("avx2,fma")))
+static int gelu_index_avx2(const int32_t *restrict acc, const double *restrict mul, const double *restrict add,
+                           double scale, int n, int32_t *restrict index) {
+    const __m256d s = _mm256_set1_pd(scale), lo = _mm256_setzero_pd(), hi = _mm256_set1_pd(GELU_SIZE - 1);
+    int j = 0;
+    for (; j + 4 <= n; j += 4) {
+        __m256d x = _mm256_cvtepi32_pd(_mm_loadu_si128((const __m128i *)(acc + j)));
+        x = _mm256_mul_pd(_mm256_fmadd_pd(x, _mm256_loadu_pd(mul + j), _mm256_loadu_pd(add + j)), s);
+        x = _mm256_min_pd(_mm256_max_pd(_mm256_floor_pd(x), lo), hi);
+        _mm_storeu_si128((__m128i *)(index + j), _mm256_cvttpd_epi32(x));
+    }
+    return j;
+}
+#endif
+
+/* One row of the MLP's first layer through the GELU table: out[j] = table[index_j]. The lookups
+ * stay scalar (gathers are slower than loads on some CPUs, e.g. AMD Zen 4). */
+__attribute__((optimize("no-tree-vectorize")))
+static void gelu_row(const int32_t *restrict acc, const int64_t *restrict mul, const int64_t *restrict add,
+                     const double *restrict mul_f, const double *restrict add_f, int shift, int m,
+                     const int8_t *restrict table, int8_t *restrict out) {
+    int32_t index[GELU_CHUNK];
+    const double scale = __builtin_ldexp(1.0, -shift);
+    for (int j0 = 0; j0 < m; j0 += GELU_CHUNK) {
+        const int n = m - j0 < GELU_CHUNK ? m - j0 : GELU_CHUNK;
+        int j = 0;
+#ifdef HAVE_X86_KERNELS
+        if (use_vnni) /* (AVX-512) */
+            j = gelu_index_avx512(acc + j0, mul_f + j0, add_f + j0, scale, n, index);
+        else if (use_avx2)
+            j = gelu_index_avx2(acc + j0, mul_f + j0, add_f + j0, scale, n, index);
+#endif
+        for (; j < n; j++) index[j] = (int32_t)clamp64(requant(acc[j0 + j], mul[j0 + j], add[j0 + j], shift), 0, GELU_SIZE - 1);
+        for (j = 0; j < n; j++) out[j0 + j] = table[index[j]];
+    }
 }
 
 static PyObject *gelu(PyObject *self, PyObject *args) {
@@ -681,11 +735,21 @@ static PyObject *gelu(PyObject *self, PyObject *args) {
         {otable, 1, GELU_SIZE, 0, 0, "table"},     {oout, 1, (Py_ssize_t)n * m, 1, 0, "out"},
     };
     if (acquire(a, 5) < 0) return NULL;
+    double *mul = malloc(2 * (size_t)(m ? m : 1) * sizeof(double)), *add = mul + m;
+    if (!mul) {
+        release(a, 5);
+        return PyErr_NoMemory();
+    }
+    for (int j = 0; j < m; j++) {
+        mul[j] = (double)((const int64_t *)a[1].view.buf)[j];
+        add[j] = (double)((const int64_t *)a[2].view.buf)[j];
+    }
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t i = 0; i < n; i++)
-        gelu_row((const int32_t *)a[0].view.buf + i * m, a[1].view.buf, a[2].view.buf, shift, m, a[3].view.buf,
+        gelu_row((const int32_t *)a[0].view.buf + i * m, a[1].view.buf, a[2].view.buf, mul, add, shift, m, a[3].view.buf,
                  (int8_t *)a[4].view.buf + i * m);
     Py_END_ALLOW_THREADS;
+    free(mul);
     release(a, 5);
     Py_RETURN_NONE;
 }
@@ -750,10 +814,225 @@ static PyObject *frequencies(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+
+/* ----- int8 matrix products ---------------------------------------------------------------- */
+
+#define GEMM_NR 64 /* output columns per block: four vectors of 16 */
+#define TAIL_ROWS 48 /* rows of a fused block tail at a time: each block of weights is reused from L1 */
+#define GEMM_MAX_K (1 << 16) /* (a + 128) . w stays below 2^31: 255 * 128 * 2^16 < 2^31 */
+
+#ifdef HAVE_X86_KERNELS
+/* out (R, 64) = a . w for R rows and one block of 64 columns, from a' = a + 128 (u8, rows lda
+ * apart) and w packed as (K / 4, 64, 4) s8: a' . w - corr, corr = 128 * w's column sums. The
+ * accumulators are named variables and the products inline assembly, so that they stay in
+ * registers (GCC 12 spills arrays of them). */
+#define DPBUSD(acc, b, x) __asm__("vpdpbusd %1, %2, %0" : "+v"(acc) : "v"(b), "v"(x))
+#define ROW_INIT(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0
+#define ROW_STEP(r)                                                                \
+    {                                                                              \
+        const __m512i x = _mm512_set1_epi32(*(const int32_t *)(a + (size_t)(r) * lda + 4 * k)); \
+        DPBUSD(c##r##0, b0, x);                                                    \
+        DPBUSD(c##r##1, b1, x);                                                    \
+        DPBUSD(c##r##2, b2, x);                                                    \
+        DPBUSD(c##r##3, b3, x);                                                    \
+    }
+#define ROW_STORE(r)                                                                                   \
+    {                                                                                                  \
+        int32_t *o = out + (size_t)(r) * ldo;                                                          \
+        _mm512_storeu_si512(o, _mm512_sub_epi32(c##r##0, _mm512_loadu_si512(corr)));                  \
+        _mm512_storeu_si512(o + 16, _mm512_sub_epi32(c##r##1, _mm512_loadu_si512(corr + 16)));        \
+        _mm512_storeu_si512(o + 32, _mm512_sub_epi32(c##r##2, _mm512_loadu_si512(corr + 32)));        \
+        _mm512_storeu_si512(o + 48, _mm512_sub_epi32(c##r##3, _mm512_loadu_si512(corr + 48)));        \
+    }
+#define LOAD_W                                                                                             \
+    const __m512i b0 = _mm512_loadu_si512(w + (size_t)k * 256), b1 = _mm512_loadu_si512(w + (size_t)k * 256 + 64); \
+    const __m512i b2 = _mm512_loadu_si512(w + (size_t)k * 256 + 128), b3 = _mm512_loadu_si512(w + (size_t)k * 256 + 192)
+
+#define GEMM_KERNEL_ARGS                                                                                      \
+    const uint8_t *restrict a, int lda, const int8_t *restrict w, int kq, const int32_t *restrict corr, \
+        int32_t *restrict out, int ldo
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_6x64(GEMM_KERNEL_ARGS) {
+    ROW_INIT(0); ROW_INIT(1); ROW_INIT(2); ROW_INIT(3); ROW_INIT(4); ROW_INIT(5);
+    for (int k = 0; k < kq; k++) {
+        LOAD_W;
+        ROW_STEP(0) ROW_STEP(1) ROW_STEP(2) ROW_STEP(3) ROW_STEP(4) ROW_STEP(5)
+    }
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2) ROW_STORE(3) ROW_STORE(4) ROW_STORE(5)
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_3x64(GEMM_KERNEL_ARGS) {
+    ROW_INIT(0); ROW_INIT(1); ROW_INIT(2);
+    for (int k = 0; k < kq; k++) {
+        LOAD_W;
+        ROW_STEP(0) ROW_STEP(1) ROW_STEP(2)
+    }
+    ROW_STORE(0) ROW_STORE(1) ROW_STORE(2)
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_1x64(GEMM_KERNEL_ARGS) {
+    ROW_INIT(0);
+    for (int k = 0; k < kq; k++) {
+        LOAD_W;
+        ROW_STEP(0)
+    }
+    ROW_STORE(0)
+}
+
+/* out (m, 64) for m rows: six at a time, then three, then one. */
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_block_rows(const uint8_t *restrict a, int k, int m, const int8_t *restrict w,
+                            const int32_t *restrict corr, int32_t *restrict out, int ldo) {
+    int r = 0;
+    for (; r + 6 <= m; r += 6) gemm_6x64(a + (size_t)r * k, k, w, k / 4, corr, out + (size_t)r * ldo, ldo);
+    for (; r + 3 <= m; r += 3) gemm_3x64(a + (size_t)r * k, k, w, k / 4, corr, out + (size_t)r * ldo, ldo);
+    for (; r < m; r++) gemm_1x64(a + (size_t)r * k, k, w, k / 4, corr, out + (size_t)r * ldo, ldo);
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vnni")))
+static void gemm_rows_vnni(const uint8_t *restrict a, int m, int k, const int8_t *restrict w, int n,
+                           const int32_t *restrict corr, int32_t *restrict out) {
+    for (int c0 = 0; c0 < n; c0 += GEMM_NR) gemm_block_rows(a, k, m, w + (size_t)c0 * k, corr + c0, out + c0, n);
+}
+#endif
+
+/* gemm(a, w, offset, out, (m, k, n)): out = a . W exactly, a (m, k) int8, W (k, n) int8 packed as
+ * (n / 64, k / 4, 64, 4), offset = 128 * W's column sums (n,) int32; k % 4 == 0, n % 64 == 0. By
+ * AVX512-VNNI only (u8 x s8 dot products of a + 128 and W; elsewhere torch's product runs). */
+static PyObject *gemm(PyObject *self, PyObject *args) {
+    PyObject *oa, *ow, *ooffset, *oout;
+    int m, k, n;
+    if (!PyArg_ParseTuple(args, "OOOO(iii)", &oa, &ow, &ooffset, &oout, &m, &k, &n)) return NULL;
+    if (m < 0 || k < 4 || k % 4 || k > GEMM_MAX_K || n < GEMM_NR || n % GEMM_NR || !use_vnni) {
+        PyErr_SetString(PyExc_ValueError, "gemm: bad shape, or no AVX512-VNNI");
+        return NULL;
+    }
+    Arg a[] = {
+        {oa, 1, (Py_ssize_t)m * k, 0, 0, "a"}, {ow, 1, (Py_ssize_t)k * n, 0, 0, "w"},
+        {ooffset, 4, n, 0, 0, "offset"},          {oout, 4, (Py_ssize_t)m * n, 1, 0, "out"},
+    };
+    if (acquire(a, 4) < 0) return NULL;
+    uint8_t *au = malloc((size_t)m * k + 64);
+    if (!au) {
+        release(a, 4);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    const int8_t *src = a[0].view.buf;
+    for (size_t i = 0; i < (size_t)m * k; i++) au[i] = (uint8_t)(src[i] ^ 0x80);
+#ifdef HAVE_X86_KERNELS
+    gemm_rows_vnni(au, m, k, a[1].view.buf, n, a[2].view.buf, a[3].view.buf);
+#endif
+    Py_END_ALLOW_THREADS;
+    free(au);
+    release(a, 4);
+    Py_RETURN_NONE;
+}
+
+
+/* A linear layer of the fused steps: W packed as for gemm, and its requantisation. */
+typedef struct {
+    const int8_t *w;
+    const int32_t *offset;
+    const int64_t *mul, *add;
+    int shift;
+} Layer;
+
+/* acc (rows, n) = a (rows, k) . W for int8 a (au: scratch for a + 128). */
+static void rows_product(const int8_t *restrict a, int rows, int k, const Layer *l, int n, uint8_t *restrict au,
+                         int32_t *restrict acc) {
+    for (int i = 0; i < rows * k; i++) au[i] = (uint8_t)(a[i] ^ 0x80);
+#ifdef HAVE_X86_KERNELS
+    gemm_rows_vnni(au, rows, k, l->w, n, l->offset, acc);
+#endif
+}
+
+/* block_tail(h, o, proj, ln2, fc1, gelu, fc2, norm, out, (n, d, m)): a block after its attention: h += proj(o); g = gelu(fc1(Norm(h; ln2))); h += fc2(g); out = Norm(h; norm).
+ * The same integers as the steps one by one (norm, gelu and the products), TAIL_ROWS rows at a time,
+ * so that the intermediate arrays stay in the cache. A layer is (w packed as for gemm, offset, mul, add, shift), a norm
+ * (gain, bias, eps). By AVX512-VNNI only, like gemm. */
+static PyObject *block_tail(PyObject *self, PyObject *args) {
+    PyObject *oh, *oo, *oout, *otable, *obj[16];
+    Layer l[3];
+    long long eps[2];
+    int n, d, m;
+    if (!PyArg_ParseTuple(args, "OO(OOOOi)(OOL)(OOOOi)O(OOOOi)(OOL)O(iii)", &oh, &oo, &obj[0], &obj[1], &obj[2], &obj[3],
+                          &l[0].shift, &obj[4], &obj[5], &eps[0], &obj[6], &obj[7], &obj[8], &obj[9], &l[1].shift, &otable,
+                          &obj[10], &obj[11], &obj[12], &obj[13], &l[2].shift, &obj[14], &obj[15], &eps[1], &oout, &n, &d, &m))
+        return NULL;
+    int bad = n < 0 || d < GEMM_NR || d > MAX_D || (d & (d - 1)) || m < GEMM_NR || m % GEMM_NR || m > 4 * MAX_D || !use_vnni;
+    for (int i = 0; i < 3; i++) bad |= l[i].shift < 0 || l[i].shift > 62;
+    for (int i = 0; i < 2; i++) bad |= eps[i] < 1 || eps[i] >= (1LL << 40);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "block_tail: bad shape, shift or eps, or no AVX512-VNNI");
+        return NULL;
+    }
+    const Py_ssize_t nd = (Py_ssize_t)n * d, dd = (Py_ssize_t)d * d, dm = (Py_ssize_t)d * m;
+    Arg a[] = {
+        {oh, 4, nd, 1, 0, "h"},           {oo, 1, nd, 0, 0, "o"},
+        {obj[0], 1, dd, 0, 0, "proj"},    {obj[1], 4, d, 0, 0, "proj offset"},
+        {obj[2], 8, d, 0, 0, "proj mul"}, {obj[3], 8, d, 0, 0, "proj add"},
+        {obj[4], 8, d, 0, 0, "ln2 gain"}, {obj[5], 8, d, 0, 0, "ln2 bias"},
+        {obj[6], 1, dm, 0, 0, "fc1"},     {obj[7], 4, m, 0, 0, "fc1 offset"},
+        {obj[8], 8, m, 0, 0, "fc1 mul"},  {obj[9], 8, m, 0, 0, "fc1 add"},
+        {otable, 1, GELU_SIZE, 0, 0, "gelu"},
+        {obj[10], 1, dm, 0, 0, "fc2"},    {obj[11], 4, d, 0, 0, "fc2 offset"},
+        {obj[12], 8, d, 0, 0, "fc2 mul"}, {obj[13], 8, d, 0, 0, "fc2 add"},
+        {obj[14], 8, d, 0, 0, "norm gain"}, {obj[15], 8, d, 0, 0, "norm bias"},
+        {oout, 1, nd, 1, 0, "out"},
+    };
+    if (acquire(a, 20) < 0) return NULL;
+    for (int i = 0; i < 3; i++) {
+        const int at = i == 0 ? 2 : i == 1 ? 8 : 13;
+        l[i].w = a[at].view.buf, l[i].offset = a[at + 1].view.buf, l[i].mul = a[at + 2].view.buf, l[i].add = a[at + 3].view.buf;
+    }
+    /* scratch: a + 128, products, ln2's output, gelu's output, fc1's mul and add in float64 */
+    const size_t wide = (size_t)TAIL_ROWS * m;
+    char *buf = malloc(wide * (1 + 4 + 1) + (size_t)TAIL_ROWS * d + 2 * (size_t)m * sizeof(double));
+    if (!buf) {
+        release(a, 20);
+        return PyErr_NoMemory();
+    }
+    int32_t *acc = (int32_t *)buf;
+    double *mul_f = (double *)(buf + 4 * wide), *add_f = mul_f + m;
+    uint8_t *au = (uint8_t *)(add_f + m);
+    int8_t *g = (int8_t *)au + wide, *x = g + wide;
+    for (int j = 0; j < m; j++) mul_f[j] = (double)l[1].mul[j], add_f[j] = (double)l[1].add[j];
+    const int log2d = bit_length((uint32_t)d) - 1;
+    const int64_t *gain2 = a[6].view.buf, *bias2 = a[7].view.buf, *gain = a[17].view.buf, *bias = a[18].view.buf;
+    Py_BEGIN_ALLOW_THREADS;
+    for (int r0 = 0; r0 < n; r0 += TAIL_ROWS) {
+        const int mr = n - r0 < TAIL_ROWS ? n - r0 : TAIL_ROWS;
+        int32_t *h = (int32_t *)a[0].view.buf + (size_t)r0 * d;
+        rows_product((const int8_t *)a[1].view.buf + (size_t)r0 * d, mr, d, &l[0], d, au, acc);
+        for (int i = 0; i < mr; i++) {
+            add_residual(h + i * d, acc + i * d, l[0].mul, l[0].add, l[0].shift, d);
+            norm_row(h + i * d, d, log2d, gain2, bias2, eps[0], x + i * d);
+        }
+        rows_product(x, mr, d, &l[1], m, au, acc);
+        for (int i = 0; i < mr; i++)
+            gelu_row(acc + (size_t)i * m, l[1].mul, l[1].add, mul_f, add_f, l[1].shift, m, a[12].view.buf, g + (size_t)i * m);
+        rows_product(g, mr, m, &l[2], d, au, acc);
+        for (int i = 0; i < mr; i++) {
+            add_residual(h + i * d, acc + i * d, l[2].mul, l[2].add, l[2].shift, d);
+            norm_row(h + i * d, d, log2d, gain, bias, eps[1], (int8_t *)a[19].view.buf + (size_t)(r0 + i) * d);
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    free(buf);
+    release(a, 20);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"attention", attention, METH_VARARGS, "The prior's integer attention (see dqcodec.intmath.attention)."},
     {"norm", norm, METH_VARARGS, "Residual update by a Linear's output, then Norm (FORMAT.md 8.3)."},
     {"project", project, METH_VARARGS, "A block's q, k, v rows to the queries and the key/value cache."},
+    {"gemm", gemm, METH_VARARGS, "An int8 matrix product (AVX512-VNNI)."},
+    {"block_tail", block_tail, METH_VARARGS, "A block after its attention, fused (AVX512-VNNI)."},
     {"gelu", gelu, METH_VARARGS, "fc1's output through the GELU table."},
     {"frequencies", frequencies, METH_VARARGS, "A head's output to frequency tables (FORMAT.md 8.3)."},
     {NULL, NULL, 0, NULL},

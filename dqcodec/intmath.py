@@ -17,9 +17,11 @@ from __future__ import annotations
 import math
 import os
 import threading
+from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
 
+import numpy as np
 import torch
 
 RESID_FRAC = 14  # the residual stream counts in units of 2^-14
@@ -37,6 +39,7 @@ GELU_HALF = 1024  # the GELU table covers inputs -1024..1023
 RSQRT_LO, RSQRT_HI = 1 << 10, 1 << 12  # RSQRT covers mantissas 1024..4095
 RECIP_LO = 1 << 11  # RECIP covers mantissas 2048..4095
 _POW2_RANGE = 70
+NATIVE_PRODUCT_MAX_K = 1 << 16  # (a + 128) . w stays below 2^31: 255 * 127 * 2^16 < 2^31
 
 
 @cache
@@ -176,9 +179,35 @@ def native_kernels() -> ModuleType | None:
     return _native
 
 
-def int8_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a (n, k) int8 times b (k, m) int8 with |b| <= 63, exactly, as int32 (n, m): by an int8
-    kernel where it is exact, else in float32 (every partial sum is an integer below 2^24)."""
+@dataclass(frozen=True)
+class PackedWeights:
+    """int8 weights (k, m) as the C product takes them: (m / 64, k / 4, 64, 4), the 64 columns of a
+    block four rows at a time, and 128 * each column's sum, int32 (m,) (the kernel multiplies
+    a + 128, unsigned)."""
+
+    blocks: np.ndarray
+    offset: np.ndarray
+
+
+def pack_weights(b: torch.Tensor) -> PackedWeights | None:
+    """b (k, m) int8 packed for the C product where it runs (AVX512-VNNI, m a multiple of 64, k
+    of 4); else None (torch's product)."""
+    k, m = b.shape
+    kernels = native_kernels()
+    if kernels is None or kernels.isa != "avx512-vnni" or m % 64 or k % 4 or k > NATIVE_PRODUCT_MAX_K:
+        return None
+    blocks = b.reshape(k // 4, 4, m // 64, 64).permute(2, 0, 3, 1).contiguous().numpy()
+    return PackedWeights(blocks, (128 * b.to(torch.int32).sum(0)).to(torch.int32).numpy())
+
+
+def int8_product(a: torch.Tensor, b: torch.Tensor, packed: PackedWeights | None = None) -> torch.Tensor:
+    """a (n, k) int8 times b (k, m) int8 with |b| <= 63, exactly, as int32 (n, m): by the C
+    kernel for `packed` weights, by torch's int8 kernel where it is exact, else in float32 (every
+    partial sum is an integer below 2^24)."""
+    if packed is not None and len(a):
+        out = torch.empty(len(a), b.shape[1], dtype=torch.int32)
+        native_kernels().gemm(a.numpy(), packed.blocks, packed.offset, out.numpy(), (*a.shape, b.shape[1]))  # type: ignore[union-attr]
+        return out
     if int8_matmul_is_exact() and len(a):
         return torch._int_mm(a, b)
     return (a.to(torch.float32) @ b.to(torch.float32)).to(torch.int32)

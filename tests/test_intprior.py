@@ -228,6 +228,56 @@ def test_c_steps_between_products_give_torchs_integers_at_the_extremes() -> None
             assert np.array_equal(got, expected.numpy())
 
 
+def test_c_product_and_fused_block_tail_give_exact_integers() -> None:
+    """The AVX512-VNNI int8 product equals int64 matrix products at every row count its blocks
+    leave over and at the operands' extremes; the fused block tail (projection, norm, MLP, norm)
+    equals the same steps one call at a time, with residuals at their clamp."""
+    kernels = intmath.native_kernels()
+    if kernels is None or kernels.isa != "avx512-vnni":
+        pytest.skip("the C product runs only with AVX512-VNNI")
+    gen = torch.Generator().manual_seed(3)
+    for k, m in ((4, 64), (256, 1024), (1024, 256)):
+        w = torch.randint(-128, 128, (k, m), generator=gen, dtype=torch.int8)
+        w[:, 0], w[:, 1] = 127, -128
+        packed = intmath.pack_weights(w)
+        for rows in (1, 2, 3, 4, 5, 6, 7, 13, 50):
+            a = torch.randint(-128, 128, (rows, k), generator=gen, dtype=torch.int8)
+            a[0] = -128 if rows > 1 else 127
+            a[-1] = 127
+            got = intmath.int8_product(a, w, packed)
+            assert torch.equal(got.long(), a.long() @ w.long()), (k, m, rows)
+
+    prior = load_model("dq").prior
+    blk, d, limit = prior.blocks[2], prior.config["dim"], intmath.RESID_MAX
+    for rows in (1, 5, 47, 48, 49, 130):  # around TAIL_ROWS
+        h = torch.randint(-limit, limit + 1, (rows, d), generator=gen, dtype=torch.int32)
+        h[0] = limit
+        o = torch.randint(-127, 128, (rows, d), generator=gen, dtype=torch.int8)
+        o[-1] = 127
+        results = []
+        for fused in (True, False):
+            hx, ax = h.clone(), torch.empty(rows, d, dtype=torch.int8)
+            if fused:
+                intprior._block_tail(kernels, blk, prior.ln_out, hx, o, ax)
+            else:
+                an = ax.numpy()
+                kernels.norm(
+                    hx.numpy(),
+                    intmath.int8_product(o, blk.proj.weight).numpy(),
+                    *blk.proj.integers,
+                    *blk.ln2.fused,
+                    an,
+                    an.shape,
+                )
+                acc = intmath.int8_product(ax, blk.fc1.weight)
+                g = np.empty(acc.shape, dtype=np.int8)
+                kernels.gelu(acc.numpy(), *blk.fc1.integers, blk.gelu.numpy(), g, acc.shape)
+                acc = intmath.int8_product(torch.from_numpy(g), blk.fc2.weight)
+                kernels.norm(hx.numpy(), acc.numpy(), *blk.fc2.integers, *prior.ln_out.fused, an, an.shape)
+            results.append((hx, ax))
+        assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1]), rows
+
+
 def test_frequencies_do_not_depend_on_threads(mixed_tiles) -> None:
     m = load_model("dq")
     old = torch.get_num_threads()

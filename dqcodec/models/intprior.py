@@ -20,6 +20,7 @@ import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -34,11 +35,13 @@ from dqcodec.intmath import (
     LOG2_FRAC,
     RESID_MAX,
     WEIGHT_MAX,
+    PackedWeights,
     attention,
     frequencies,
     int8_product,
     layer_norm,
     native_kernels,
+    pack_weights,
     requantize,
 )
 from dqcodec.tokens import KIND_MAP
@@ -63,10 +66,19 @@ class IntLinear:
     mul: torch.Tensor  # (out,) M * 2^-S, float64 (exact)
     add: torch.Tensor  # (out,) B * 2^-S, float64 (exact), rounding offset included
     integers: tuple[np.ndarray, np.ndarray, int]  # M and B (int64, (out,)) and S, for the C kernels
+    packed: PackedWeights | None  # W for the C product, where it runs
 
     def product(self, a: torch.Tensor) -> torch.Tensor:
         """acc = a . W for int8 activations a (n, in): int32 (n, out), exact."""
-        return int8_product(a, self.weight)
+        return int8_product(a, self.weight, self.packed)
+
+    @property
+    def fused(self) -> tuple | None:
+        """The layer as the fused C steps take it (packed W, its offset, M, B, S); None where the C
+        product does not run."""
+        if self.packed is None:
+            return None
+        return (self.packed.blocks, self.packed.offset, *self.integers)
 
     def __call__(self, a: torch.Tensor) -> torch.Tensor:
         """int8 activations (n, in) -> (n, out) integers in float64, before any clamp."""
@@ -76,7 +88,8 @@ class IntLinear:
         """The layer restricted to output channels lo..hi-1."""
         m, b, shift = self.integers
         integers = (np.ascontiguousarray(m[lo:hi]), np.ascontiguousarray(b[lo:hi]), shift)
-        return IntLinear(self.weight[:, lo:hi].contiguous(), self.mul[lo:hi], self.add[lo:hi], integers)
+        weight = self.weight[:, lo:hi].contiguous()
+        return IntLinear(weight, self.mul[lo:hi], self.add[lo:hi], integers, pack_weights(weight))
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,10 @@ class IntNorm:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return layer_norm(x, self.gain, self.bias, self.eps).to(torch.int8)
+
+    @property
+    def fused(self) -> tuple[np.ndarray, np.ndarray, int]:
+        return (*self.integers, self.eps)
 
 
 @dataclass(frozen=True)
@@ -307,7 +324,8 @@ class IntPrior:
         add = add + (offset << shift)
         scale = 2.0**-shift
         integers = (mul.numpy().astype(np.int64), add.numpy().astype(np.int64), shift)
-        return IntLinear(w.t().contiguous().to(torch.int8), mul.double() * scale, add.double() * scale, integers)
+        weight = w.t().contiguous().to(torch.int8)
+        return IntLinear(weight, mul.double() * scale, add.double() * scale, integers, pack_weights(weight))
 
     # ----- embeddings ------------------------------------------------------------------------
     def embed_query(self, kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -482,14 +500,7 @@ class IntPrior:
             kernels.attention(
                 q, kt, v, rows, keys, None, index, o.numpy(), (*shape, cap, len(o)), *blk.attention_consts
             )
-            hn, an = h.numpy(), a.numpy()
-            acc = blk.proj.product(o).numpy()
-            kernels.norm(hn, acc, *blk.proj.integers, *blk.ln2.integers, blk.ln2.eps, an, a.shape)
-            g = torch.empty(len(a), blk.fc1.weight.shape[1], dtype=torch.int8)
-            acc = blk.fc1.product(a)
-            kernels.gelu(acc.numpy(), *blk.fc1.integers, blk.gelu.numpy(), g.numpy(), acc.shape)
-            norm = self.blocks[i + 1].ln1 if i < last else self.ln_out
-            kernels.norm(hn, blk.fc2.product(g).numpy(), *blk.fc2.integers, *norm.integers, norm.eps, an, a.shape)
+            _block_tail(kernels, blk, self.blocks[i + 1].ln1 if i < last else self.ln_out, h, o, a)
         cache.lengths = new_len
         return a
 
@@ -631,13 +642,7 @@ class IntPrior:
             )
             norm = self.blocks[i + 1].ln1 if i < last else self.ln_out
             for lo, hi in _chunks(len(h)):
-                hn, an = h[lo:hi].numpy(), a[lo:hi].numpy()
-                acc = blk.proj.product(o[lo:hi]).numpy()
-                kernels.norm(hn, acc, *blk.proj.integers, *blk.ln2.integers, blk.ln2.eps, an, an.shape)
-                g = torch.empty(hi - lo, blk.fc1.weight.shape[1], dtype=torch.int8)
-                acc = blk.fc1.product(a[lo:hi])
-                kernels.gelu(acc.numpy(), *blk.fc1.integers, blk.gelu.numpy(), g.numpy(), acc.shape)
-                kernels.norm(hn, blk.fc2.product(g).numpy(), *blk.fc2.integers, *norm.integers, norm.eps, an, an.shape)
+                _block_tail(kernels, blk, norm, h[lo:hi], o[lo:hi], a[lo:hi])
         return a, counts
 
     def _frequencies_all_torch(
@@ -697,6 +702,34 @@ class IntPrior:
         b, n = kind.shape
         rows = self.embed_content(kind.view(-1), pos.view(-1), torch.where(valid, value, 0).view(-1))
         return rows.double().view(b, n, -1)
+
+
+def _block_tail(
+    kernels: ModuleType, blk: IntBlock, norm: IntNorm, h: torch.Tensor, o: torch.Tensor, a: torch.Tensor
+) -> None:
+    """A block after its attention, by the C kernels, in place: h += proj(o), then the MLP on
+    Norm(h; ln2), h += its output, and a = Norm(h; norm) (the next block's ln1, or ln_out). Fused
+    into one C call where the C product runs (the same integers, without the intermediate arrays)."""
+    hn, an, d = h.numpy(), a.numpy(), h.shape[1]
+    if blk.fc1.packed is not None and blk.proj.packed is not None and blk.fc2.packed is not None:
+        kernels.block_tail(
+            hn,
+            o.numpy(),
+            blk.proj.fused,
+            blk.ln2.fused,
+            blk.fc1.fused,
+            blk.gelu.numpy(),
+            blk.fc2.fused,
+            norm.fused,
+            an,
+            (len(h), d, blk.fc1.weight.shape[1]),
+        )
+        return
+    kernels.norm(hn, blk.proj.product(o).numpy(), *blk.proj.integers, *blk.ln2.fused, an, an.shape)
+    g = torch.empty(len(a), blk.fc1.weight.shape[1], dtype=torch.int8)
+    acc = blk.fc1.product(a)
+    kernels.gelu(acc.numpy(), *blk.fc1.integers, blk.gelu.numpy(), g.numpy(), acc.shape)
+    kernels.norm(hn, blk.fc2.product(g).numpy(), *blk.fc2.integers, *norm.fused, an, an.shape)
 
 
 def _qkv(blk: IntBlock, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
