@@ -147,27 +147,61 @@ static void key_sums_avx2(const int8_t *restrict kt4, int dh, int cap, int n, in
     }
 }
 
+/* The products of the AVX512-VNNI paths are inline assembly on named accumulators: GCC 12 copies
+ * and spills the accumulators of the intrinsics (and of arrays of them), at half the speed or less. */
+#define VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define DPBUSD(acc, b, x) __asm__("vpdpbusd %1, %2, %0" : "+v"(acc) : "v"(b), "v"(x))
+#define DPWSSD(acc, x, b) __asm__("vpdpwssd %1, %2, %0" : "+v"(acc) : "v"(x), "v"(b))
+
 /* Scores of ROW_BLOCK rows by AVX512-VNNI: (q + 128) . k in u8 x s8 dot products (exact: int32
- * sums without saturation), minus 128 * ksum. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
+ * sums without saturation), minus 128 * ksum; 64 keys (four blocks) at a time, then 16. */
+#define SCORE_INIT(j) __m512i a0##j = _mm512_setzero_si512(), a1##j = a0##j, a2##j = a0##j, a3##j = a0##j
+#define SCORE_STEP(j)                                                                 \
+    {                                                                                 \
+        const __m512i k = _mm512_loadu_si512(kt + ((size_t)g * cap + 16 * (j)) * 4); \
+        DPBUSD(a0##j, k, x0);                                                         \
+        DPBUSD(a1##j, k, x1);                                                         \
+        DPBUSD(a2##j, k, x2);                                                         \
+        DPBUSD(a3##j, k, x3);                                                         \
+    }
+#define SCORE_STORE(j)                                                                      \
+    {                                                                                       \
+        const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(ksum + j0 + 16 * (j)), 7); \
+        _mm512_storeu_si512(s + j0 + 16 * (j), _mm512_sub_epi32(a0##j, corr));              \
+        _mm512_storeu_si512(s + stride + j0 + 16 * (j), _mm512_sub_epi32(a1##j, corr));     \
+        _mm512_storeu_si512(s + 2 * stride + j0 + 16 * (j), _mm512_sub_epi32(a2##j, corr)); \
+        _mm512_storeu_si512(s + 3 * stride + j0 + 16 * (j), _mm512_sub_epi32(a3##j, corr)); \
+    }
+#define SCORE_QUERIES                                                                                  \
+    const __m512i x0 = _mm512_set1_epi32((int)qq[0][g]), x1 = _mm512_set1_epi32((int)qq[1][g]); \
+    const __m512i x2 = _mm512_set1_epi32((int)qq[2][g]), x3 = _mm512_set1_epi32((int)qq[3][g])
+
+VNNI_TARGET
 static void scores_vnni(const int8_t *restrict q, int dh, const int8_t *restrict kt4, int cap, int n,
                         const int32_t *restrict ksum, int32_t *restrict s, int stride) {
     uint32_t qq[ROW_BLOCK][MAX_DH / 4];
     offset_quads(q, dh, qq);
-    for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
-        __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+    int j0 = 0;
+    for (; j0 + 4 * KEY_BLOCK <= n; j0 += 4 * KEY_BLOCK) {
+        const int8_t *kt = kt4 + (size_t)j0 * 4;
+        SCORE_INIT(0);
+        SCORE_INIT(1);
+        SCORE_INIT(2);
+        SCORE_INIT(3);
         for (int g = 0; g < dh / 4; g++) {
-            const __m512i k = _mm512_loadu_si512(kt4 + ((size_t)g * cap + j0) * 4);
-            a0 = _mm512_dpbusd_epi32(a0, _mm512_set1_epi32((int)qq[0][g]), k);
-            a1 = _mm512_dpbusd_epi32(a1, _mm512_set1_epi32((int)qq[1][g]), k);
-            a2 = _mm512_dpbusd_epi32(a2, _mm512_set1_epi32((int)qq[2][g]), k);
-            a3 = _mm512_dpbusd_epi32(a3, _mm512_set1_epi32((int)qq[3][g]), k);
+            SCORE_QUERIES;
+            SCORE_STEP(0) SCORE_STEP(1) SCORE_STEP(2) SCORE_STEP(3)
         }
-        const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(ksum + j0), 7);
-        _mm512_storeu_si512(s + j0, _mm512_sub_epi32(a0, corr));
-        _mm512_storeu_si512(s + stride + j0, _mm512_sub_epi32(a1, corr));
-        _mm512_storeu_si512(s + 2 * stride + j0, _mm512_sub_epi32(a2, corr));
-        _mm512_storeu_si512(s + 3 * stride + j0, _mm512_sub_epi32(a3, corr));
+        SCORE_STORE(0) SCORE_STORE(1) SCORE_STORE(2) SCORE_STORE(3)
+    }
+    for (; j0 < n; j0 += KEY_BLOCK) {
+        const int8_t *kt = kt4 + (size_t)j0 * 4;
+        SCORE_INIT(0);
+        for (int g = 0; g < dh / 4; g++) {
+            SCORE_QUERIES;
+            SCORE_STEP(0)
+        }
+        SCORE_STORE(0)
     }
 }
 #endif
@@ -218,23 +252,39 @@ static inline int32_t pair_at(const int16_t *w) {
 #ifdef HAVE_X86_KERNELS
 /* weighted_values for dh = 64 by AVX512-VNNI int16 dot products (vpdpwssd: two keys per
  * instruction), the 16 accumulators in registers. */
-__attribute__((target("avx512f,avx512bw,avx512vnni")))
+#define WV_LOAD(r)                                                                                      \
+    __m512i a##r##0 = _mm512_loadu_si512(acc + (r) * 64), a##r##1 = _mm512_loadu_si512(acc + (r) * 64 + 16), \
+            a##r##2 = _mm512_loadu_si512(acc + (r) * 64 + 32), a##r##3 = _mm512_loadu_si512(acc + (r) * 64 + 48)
+#define WV_STEP(r)                                                                   \
+    {                                                                                \
+        const __m512i b = _mm512_set1_epi32(pair_at(w + (r) * stride + 2 * p));     \
+        DPWSSD(a##r##0, x0, b);                                                      \
+        DPWSSD(a##r##1, x1, b);                                                      \
+        DPWSSD(a##r##2, x2, b);                                                      \
+        DPWSSD(a##r##3, x3, b);                                                      \
+    }
+#define WV_STORE(r)                                      \
+    {                                                    \
+        _mm512_storeu_si512(acc + (r) * 64, a##r##0);      \
+        _mm512_storeu_si512(acc + (r) * 64 + 16, a##r##1); \
+        _mm512_storeu_si512(acc + (r) * 64 + 32, a##r##2); \
+        _mm512_storeu_si512(acc + (r) * 64 + 48, a##r##3); \
+    }
+
+VNNI_TARGET
 static void weighted_values_64_vnni(const int16_t *restrict w, int stride, int p0, int p1, const int16_t *restrict v2,
                                     int32_t *restrict acc) {
-    __m512i a[ROW_BLOCK][4];
-    for (int r = 0; r < ROW_BLOCK; r++)
-        for (int t = 0; t < 4; t++) a[r][t] = _mm512_loadu_si512(acc + r * 64 + 16 * t);
+    WV_LOAD(0);
+    WV_LOAD(1);
+    WV_LOAD(2);
+    WV_LOAD(3);
     for (int p = p0; p < p1; p++) {
         const int16_t *vp = v2 + (size_t)p * 128;
-        __m512i x[4];
-        for (int t = 0; t < 4; t++) x[t] = _mm512_loadu_si512(vp + 32 * t);
-        for (int r = 0; r < ROW_BLOCK; r++) {
-            const __m512i b = _mm512_set1_epi32(pair_at(w + r * stride + 2 * p));
-            for (int t = 0; t < 4; t++) a[r][t] = _mm512_dpwssd_epi32(a[r][t], x[t], b);
-        }
+        const __m512i x0 = _mm512_loadu_si512(vp), x1 = _mm512_loadu_si512(vp + 32);
+        const __m512i x2 = _mm512_loadu_si512(vp + 64), x3 = _mm512_loadu_si512(vp + 96);
+        WV_STEP(0) WV_STEP(1) WV_STEP(2) WV_STEP(3)
     }
-    for (int r = 0; r < ROW_BLOCK; r++)
-        for (int t = 0; t < 4; t++) _mm512_storeu_si512(acc + r * 64 + 16 * t, a[r][t]);
+    WV_STORE(0) WV_STORE(1) WV_STORE(2) WV_STORE(3)
 }
 
 /* Scores of ROW_BLOCK rows by AVX2: u8 x s8 products added in pairs into int16 (vpmaddubsw; exact,
@@ -826,7 +876,6 @@ static PyObject *frequencies(PyObject *self, PyObject *args) {
  * apart) and w packed as (K / 4, 64, 4) s8: a' . w - corr, corr = 128 * w's column sums. The
  * accumulators are named variables and the products inline assembly, so that they stay in
  * registers (GCC 12 spills arrays of them). */
-#define DPBUSD(acc, b, x) __asm__("vpdpbusd %1, %2, %0" : "+v"(acc) : "v"(b), "v"(x))
 #define ROW_INIT(r) __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0, c##r##3 = c##r##0
 #define ROW_STEP(r)                                                                \
     {                                                                              \
