@@ -330,14 +330,16 @@ class IntPrior:
     # ----- embeddings ------------------------------------------------------------------------
     def embed_query(self, kind: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Residual rows (n, d) int32 of query slots: (pos + kind + query embeddings) << embed_shift."""
-        return (self.pos_embed[pos] + self.kind_embed[kind] + self.query_embed) << self.embed_shift
+        rows = self.pos_embed.index_select(0, pos).add_(self.kind_embed.index_select(0, kind)).add_(self.query_embed)
+        return rows.bitwise_left_shift_(self.embed_shift)
 
     def embed_content(self, kind: torch.Tensor, pos: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Residual rows (n, d) int32 of content slots: (pos + kind + value embeddings) << embed_shift,
         the value's embedding from the level table for MAP tokens, the code table otherwise."""
         # one table: the codes' embeddings, then the levels'
         row = torch.where(kind == KIND_MAP, self.num_codes + value.clamp(0, len(self.level_embed) - 1), value)
-        return (self.pos_embed[pos] + self.kind_embed[kind] + self._value_embed[row]) << self.embed_shift
+        rows = self.pos_embed.index_select(0, pos).add_(self.kind_embed.index_select(0, kind))
+        return rows.add_(self._value_embed.index_select(0, row)).bitwise_left_shift_(self.embed_shift)
 
     # ----- coding passes ---------------------------------------------------------------------
     def new_cache(self, tiles: int, capacity: int = 512) -> KVCache:
@@ -364,25 +366,31 @@ class IntPrior:
         """One pass over the cache's tiles: add each tile's `content` slots (kind, pos, value) to
         its cache and give the frequency tables (n, k) of its `query` tokens (kind, pos), all of
         one kind (the streams of all tiles move together); None for a tile without queries."""
-        tiles = torch.arange(cache.tiles)
-        c_parts = [(b, c) for b, c in zip(tiles.tolist(), content) if c is not None and len(c[0])]
-        q_parts = [(b, q) for b, q in zip(tiles.tolist(), query) if q is not None and len(q[0])]
+        c_parts = [(b, c) for b, c in enumerate(content) if c is not None and len(c[0])]
+        q_parts = [(b, q) for b, q in enumerate(query) if q is not None and len(q[0])]
         h_c = self.embed_content(*(torch.cat(t) for t in zip(*(c for _, c in c_parts)))) if c_parts else None
         h_q = self.embed_query(*(torch.cat(t) for t in zip(*(q for _, q in q_parts)))) if q_parts else None
-        tile_c = torch.cat([torch.full((len(c[0]),), b) for b, c in c_parts]) if c_parts else tiles[:0]
-        tile_q = torch.cat([torch.full((len(q[0]),), b) for b, q in q_parts]) if q_parts else tiles[:0]
         empty = torch.zeros(0, self.bos.shape[0], dtype=torch.int32)
         h_c, h_q = h_c if h_c is not None else empty, h_q if h_q is not None else empty
+        counts_c, counts_q = np.zeros(cache.tiles, dtype=np.int64), np.zeros(cache.tiles, dtype=np.int64)
+        for counts, parts in ((counts_c, c_parts), (counts_q, q_parts)):
+            for b, t in parts:
+                counts[b] = len(t[0])
         result: list[np.ndarray | None] = [None] * cache.tiles
+        if not cache.native:
+            tile_c, tile_q = (torch.from_numpy(np.repeat(np.arange(cache.tiles), c)) for c in (counts_c, counts_q))
         if not q_parts:
-            (self._forward_native if cache.native else self._forward)(cache, h_c, tile_c, h_q, tile_q)
+            if cache.native:
+                self._forward_native(cache, h_c, counts_c, h_q, counts_q)
+            else:
+                self._forward(cache, h_c, tile_c, h_q, tile_q)
             return result
         kinds = {int(q[0][0]) == KIND_MAP for _, q in q_parts}
         if len(kinds) > 1:
             raise ValueError("the query tokens of one pass must all be map tokens or all codes")
         head = self.map_head if kinds.pop() else self.code_head
         if cache.native:
-            rows = self._forward_native(cache, h_c, tile_c, h_q, tile_q)
+            rows = self._forward_native(cache, h_c, counts_c, h_q, counts_q)
             acc = head.product(rows)
             freq = np.empty(acc.shape, dtype=np.int64)
             native_kernels().frequencies(acc.numpy(), *head.integers, freq, acc.shape, precision)  # type: ignore[union-attr]
@@ -448,28 +456,36 @@ class IntPrior:
         self,
         cache: KVCache,
         h_c: torch.Tensor,
-        tile_c: torch.Tensor,
+        counts_c: np.ndarray,
         h_q: torch.Tensor,
-        tile_q: torch.Tensor,
+        counts_q: np.ndarray,
     ) -> torch.Tensor:
-        """`_forward` by the C kernels: the matrix products in torch, every step between them in
-        C. Returns the query rows after the last block and ln_out (int8)."""
+        """`_forward` by the C kernels, for content rows h_c and query rows h_q, each tile's
+        together (counts_c[b] and counts_q[b] rows of tile b). Returns the query rows after the
+        last block and ln_out (int8)."""
         kernels = native_kernels()
         assert kernels is not None
         d, heads, n_tiles = h_c.shape[1], cache.heads, cache.tiles
         n_c, n_q = len(h_c), len(h_q)
-        counts_c, counts_q, slot_c, slot_q, key_c, new_len = _pass_slots(cache, tile_c, tile_q)
+        tiles = np.arange(n_tiles, dtype=np.int32)
+        tile_c, tile_q = np.repeat(tiles, counts_c), np.repeat(tiles, counts_q)
+        slot_c = (np.arange(n_c) - np.repeat(np.cumsum(counts_c) - counts_c, counts_c)).astype(np.int32)
+        slot_q_last = (np.arange(n_q) - np.repeat(np.cumsum(counts_q) - counts_q, counts_q)).astype(np.int32)
+        slot_q = slot_q_last + np.repeat(counts_c, counts_q).astype(np.int32)  # after the tile's content rows
+        lengths = cache.lengths.numpy()
+        key_c = (np.repeat(lengths, counts_c) + slot_c).astype(np.int32)
+        new_len = lengths + counts_c
+        cache.reserve(int(new_len.max()))
         shape = (n_tiles, heads, int((counts_c + counts_q).max()), d // heads)
-        tile = torch.cat([tile_c, tile_q]).to(torch.int32).numpy()
-        int32 = {"slot_c": slot_c, "key_c": key_c, "slot_q": slot_q, "slot_q_last": slot_q - counts_c[tile_q]}
-        ix = {k: v.to(torch.int32).numpy() for k, v in int32.items()}
+        tile = np.concatenate([tile_c, tile_q])
         # where each tile's row r of the attention output goes: rows in order, content then query
         row_index = np.zeros(shape[0] * shape[2], dtype=np.int32)
-        row_index[tile * shape[2] + np.concatenate([ix["slot_c"], ix["slot_q"]])] = np.arange(n_c + n_q)
+        row_index[tile * shape[2] + np.concatenate([slot_c, slot_q])] = np.arange(n_c + n_q)
         row_index_last = np.zeros_like(row_index)
-        row_index_last[tile[n_c:] * shape[2] + ix["slot_q_last"]] = np.arange(n_q)
-        keys = new_len.to(torch.int32).numpy()
-        rows_all, rows_q = (counts_c + counts_q).to(torch.int32).numpy(), counts_q.to(torch.int32).numpy()
+        row_index_last[tile_q * shape[2] + slot_q_last] = np.arange(n_q)
+        keys = new_len.astype(np.int32)
+        rows_all, rows_q = (counts_c + counts_q).astype(np.int32), counts_q.astype(np.int32)
+        ix = {"slot_c": slot_c, "key_c": key_c, "slot_q": slot_q, "slot_q_last": slot_q_last}
         cap = cache.capacity
         h = torch.cat([h_c, h_q]).to(torch.int32)
         a = torch.empty(len(h), d, dtype=torch.int8)
@@ -487,11 +503,11 @@ class IntPrior:
                 else:  # the content rows' queries are not needed
                     lin, parts, slots, q_out = blk.kv_only, 2, None, None
                 acc = lin.product(a[:n_c]).numpy()
-                kernels.project(acc, *lin.integers, parts, tile[:n_c], slots, ix["key_c"], q_out, kt, v, (n_c, *dims))
+                kernels.project(acc, *lin.integers, parts, tile_c, slots, ix["key_c"], q_out, kt, v, (n_c, *dims))
             if n_q:
                 acc = blk.q_only.product(a[n_c:]).numpy()
                 slots = ix["slot_q"] if i < last else ix["slot_q_last"]
-                kernels.project(acc, *blk.q_only.integers, 1, tile[n_c:], slots, None, q, None, None, (n_q, *dims))
+                kernels.project(acc, *blk.q_only.integers, 1, tile_q, slots, None, q, None, None, (n_q, *dims))
             if i == last:  # content rows need only their keys and values in the last block
                 h, a, o = h[n_c:], a[n_c:], o[n_c:]
                 if not n_q:
@@ -501,7 +517,7 @@ class IntPrior:
                 q, kt, v, rows, keys, None, index, o.numpy(), (*shape, cap, len(o)), *blk.attention_consts
             )
             _block_tail(kernels, blk, self.blocks[i + 1].ln1 if i < last else self.ln_out, h, o, a)
-        cache.lengths = new_len
+        cache.lengths = torch.from_numpy(new_len)
         return a
 
     @staticmethod
