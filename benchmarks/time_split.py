@@ -1,6 +1,8 @@
-"""Where a decode's CPU time goes: the prior's attention kernel, its matrix products (torch's int8
-kernels), its other C steps (norms, projections into the cache, GELU, frequencies), the rest of
-the prior (Python and torch bookkeeping, embeddings, the range coder), and the synthesis transform.
+"""Where a decode's CPU time goes: the prior's attention kernel, the fused block tails (their
+three products, norms and GELU, one C call each; AVX512-VNNI), its other matrix products (the C
+product, or torch's int8 kernels), its other C steps (norms, projections into the cache, GELU,
+frequencies), the rest of the prior (Python and torch bookkeeping, embeddings, the range coder),
+and the synthesis transform.
 And an encode's: the analysis transform, vector quantisation with the distortion estimate (the
 rest of `ratecontrol.analyze`), the prior coding the tokens, and the rest.
 
@@ -8,7 +10,7 @@ rest of `ratecontrol.analyze`), the prior coding the tokens, and the rest.
 
 One thread (torch and the prior), CPU seconds of the process, each image encoded twice and
 decoded twice (the faster run of each counts). First, one int8 product call at 16 and at 512
-rows (`pass_cost`). Writes time_split.json under --out.
+rows, torch's and the C kernel's where it runs (`pass_cost`). Writes time_split.json under --out.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from PIL import Image
 
 import dqcodec
 from dqcodec import codec, ratecontrol, transform
-from dqcodec.intmath import native_kernels
+from dqcodec.intmath import int8_product, native_kernels, pack_weights
 
 KODAK = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "kodak"
 C_STEPS = ("norm", "project", "gelu", "frequencies")
@@ -55,11 +57,14 @@ def main() -> None:
         raise SystemExit("the C kernels are not built or not used on this CPU: this split is of the C path")
     passes = pass_cost()
     print(json.dumps(passes))  # before torch._int_mm is wrapped for the split
-    clock = {"attention": 0.0, "products": 0.0, "c_steps": 0.0, "synthesize": 0.0}
+    clock = {"attention": 0.0, "block_tail": 0.0, "products": 0.0, "c_steps": 0.0, "synthesize": 0.0}
     timed(kernels, "attention", clock)
     for name in C_STEPS:
         timed(kernels, name, clock, "c_steps")
     timed(torch, "_int_mm", clock, "products")
+    if hasattr(kernels, "gemm"):
+        timed(kernels, "gemm", clock, "products")
+        timed(kernels, "block_tail", clock)
     timed(transform, "synthesize", clock)
     codec.synthesize = transform.synthesize  # the name codec imported
     encoding = {"analysis_transform": 0.0, "analyze": 0.0, "prior_coding": 0.0}
@@ -103,19 +108,24 @@ def main() -> None:
 
 def pass_cost() -> dict:
     """The microseconds of one int8 product call (256 x 1024 weights, the prior's fc1) at 16 and
-    512 rows: the fixed cost a pass pays per product."""
+    512 rows, by torch and by the C kernel where it runs: the fixed cost a pass pays per product."""
     out: dict = {}
     weights = torch.randint(-63, 64, (256, 1024), dtype=torch.int8)
-    for rows in (16, 512):
-        acts = torch.randint(-127, 128, (rows, 256), dtype=torch.int8)
-        calls = 20000 // rows
-        torch._int_mm(acts, weights)
-        t = time.perf_counter()
-        for _ in range(calls):
-            torch._int_mm(acts, weights)
-        seconds = (time.perf_counter() - t) / calls
-        out[f"int8_product_us_{rows}_rows"] = seconds * 1e6
-        out[f"int8_product_gmacs_{rows}_rows"] = rows * 256 * 1024 / seconds / 1e9
+    packed = pack_weights(weights)
+    products = {"int8_product": lambda a: torch._int_mm(a, weights)}
+    if packed is not None:
+        products["c_product"] = lambda a: int8_product(a, weights, packed)
+    for label, product in products.items():
+        for rows in (16, 512):
+            acts = torch.randint(-127, 128, (rows, 256), dtype=torch.int8)
+            calls = 20000 // rows
+            product(acts)
+            t = time.perf_counter()
+            for _ in range(calls):
+                product(acts)
+            seconds = (time.perf_counter() - t) / calls
+            out[f"{label}_us_{rows}_rows"] = seconds * 1e6
+            out[f"{label}_gmacs_{rows}_rows"] = rows * 256 * 1024 / seconds / 1e9
     return out
 
 
