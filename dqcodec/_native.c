@@ -772,6 +772,11 @@ static void gelu_row(const int32_t *restrict acc, const int64_t *restrict mul, c
     }
 }
 
+/* mul and add (m,) as float64, for gelu_row's vector paths (exact: both are below 2^53). */
+static void as_doubles(const int64_t *mul, const int64_t *add, int m, double *mul_f, double *add_f) {
+    for (int j = 0; j < m; j++) mul_f[j] = (double)mul[j], add_f[j] = (double)add[j];
+}
+
 static PyObject *gelu(PyObject *self, PyObject *args) {
     PyObject *oacc, *omul, *oadd, *otable, *oout;
     int shift, n, m;
@@ -790,10 +795,7 @@ static PyObject *gelu(PyObject *self, PyObject *args) {
         release(a, 5);
         return PyErr_NoMemory();
     }
-    for (int j = 0; j < m; j++) {
-        mul[j] = (double)((const int64_t *)a[1].view.buf)[j];
-        add[j] = (double)((const int64_t *)a[2].view.buf)[j];
-    }
+    as_doubles(a[1].view.buf, a[2].view.buf, m, mul, add);
     Py_BEGIN_ALLOW_THREADS;
     for (Py_ssize_t i = 0; i < n; i++)
         gelu_row((const int32_t *)a[0].view.buf + i * m, a[1].view.buf, a[2].view.buf, mul, add, shift, m, a[3].view.buf,
@@ -948,6 +950,23 @@ static void gemm_rows_vnni(const uint8_t *restrict a, int m, int k, const int8_t
 }
 #endif
 
+/* A linear layer of the fused steps: W packed as for gemm, and its requantisation. */
+typedef struct {
+    const int8_t *w;
+    const int32_t *offset;
+    const int64_t *mul, *add;
+    int shift;
+} Layer;
+
+/* acc (rows, n) = a (rows, k) . W for int8 a (au: scratch for a + 128). */
+static void rows_product(const int8_t *restrict a, int rows, int k, const Layer *l, int n, uint8_t *restrict au,
+                         int32_t *restrict acc) {
+    for (int i = 0; i < rows * k; i++) au[i] = (uint8_t)(a[i] ^ 0x80);
+#ifdef HAVE_X86_KERNELS
+    gemm_rows_vnni(au, rows, k, l->w, n, l->offset, acc);
+#endif
+}
+
 /* gemm(a, w, offset, out, (m, k, n)): out = a . W exactly, a (m, k) int8, W (k, n) int8 packed as
  * (n / 64, k / 4, 64, 4), offset = 128 * W's column sums (n,) int32; k % 4 == 0, n % 64 == 0. By
  * AVX512-VNNI only (u8 x s8 dot products of a + 128 and W; elsewhere torch's product runs). */
@@ -969,35 +988,15 @@ static PyObject *gemm(PyObject *self, PyObject *args) {
         release(a, 4);
         return PyErr_NoMemory();
     }
+    const Layer w = {a[1].view.buf, a[2].view.buf, NULL, NULL, 0};
     Py_BEGIN_ALLOW_THREADS;
-    const int8_t *src = a[0].view.buf;
-    for (size_t i = 0; i < (size_t)m * k; i++) au[i] = (uint8_t)(src[i] ^ 0x80);
-#ifdef HAVE_X86_KERNELS
-    gemm_rows_vnni(au, m, k, a[1].view.buf, n, a[2].view.buf, a[3].view.buf);
-#endif
+    rows_product(a[0].view.buf, m, k, &w, n, au, a[3].view.buf);
     Py_END_ALLOW_THREADS;
     free(au);
     release(a, 4);
     Py_RETURN_NONE;
 }
 
-
-/* A linear layer of the fused steps: W packed as for gemm, and its requantisation. */
-typedef struct {
-    const int8_t *w;
-    const int32_t *offset;
-    const int64_t *mul, *add;
-    int shift;
-} Layer;
-
-/* acc (rows, n) = a (rows, k) . W for int8 a (au: scratch for a + 128). */
-static void rows_product(const int8_t *restrict a, int rows, int k, const Layer *l, int n, uint8_t *restrict au,
-                         int32_t *restrict acc) {
-    for (int i = 0; i < rows * k; i++) au[i] = (uint8_t)(a[i] ^ 0x80);
-#ifdef HAVE_X86_KERNELS
-    gemm_rows_vnni(au, rows, k, l->w, n, l->offset, acc);
-#endif
-}
 
 /* block_tail(h, o, proj, ln2, fc1, gelu, fc2, norm, out, (n, d, m)): a block after its attention: h += proj(o); g = gelu(fc1(Norm(h; ln2))); h += fc2(g); out = Norm(h; norm).
  * The same integers as the steps one by one (norm, gelu and the products), TAIL_ROWS rows at a time,
@@ -1049,7 +1048,7 @@ static PyObject *block_tail(PyObject *self, PyObject *args) {
     double *mul_f = (double *)(buf + 4 * wide), *add_f = mul_f + m;
     uint8_t *au = (uint8_t *)(add_f + m);
     int8_t *g = (int8_t *)au + wide, *x = g + wide;
-    for (int j = 0; j < m; j++) mul_f[j] = (double)l[1].mul[j], add_f[j] = (double)l[1].add[j];
+    as_doubles(l[1].mul, l[1].add, m, mul_f, add_f);
     const int log2d = bit_length((uint32_t)d) - 1;
     const int64_t *gain2 = a[6].view.buf, *bias2 = a[7].view.buf, *gain = a[17].view.buf, *bias = a[18].view.buf;
     Py_BEGIN_ALLOW_THREADS;
