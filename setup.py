@@ -7,6 +7,12 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("dqcodec._native", ["dqcodec/_native.c"], extra_compile_args=["-O3", "-std=c11"], optional=True)
+        Extension(
+            "dqcodec._native",
+            ["dqcodec/_native.c"],
+            # no fused multiply-add: the nearest-code search rounds every step, as torch does
+            extra_compile_args=["-O3", "-std=c11", "-ffp-contract=off"],
+            optional=True,
+        )
     ]
 )

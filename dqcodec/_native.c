@@ -27,6 +27,9 @@
  * gemm(a, w, offset, out, (m, k, n)): out = a . W (int8 operands, W packed; AVX512-VNNI only)
  * block_tail(h, o, proj, ln2, fc1, gelu, fc2, norm, out, (n, d, m)): a block after its attention,
  *   fused: h += proj(o), h += fc2(gelu(fc1(Norm(h; ln2)))), out = Norm(h; norm) (AVX512-VNNI only)
+ * nearest(x, et, out, (n, dim, k)): out (n,) int64 = the nearest of k codes (et (dim, k) float32)
+ *   to each vector of x (n, dim) float32: the encoder's VQ search, not the prior's, in float32
+ *   rounded the same way on every path (see nearest_generic)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1075,6 +1078,153 @@ static PyObject *block_tail(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ----- the encoder's nearest-code search ---------------------------------------------------- */
+
+/* The index of the code nearest x: the least float32 sum over channels i = 0, 1, .. of
+ * (e_i - x_i)^2, each subtraction, square and addition rounded in turn (no fused multiply-add:
+ * the module is built with -ffp-contract=off), the first code on a tie. Every path below, and
+ * dqcodec.quantize's torch loop, computes these same sums, so the encoder picks the same codes on
+ * every machine. et (dim, k) is the codebook transposed. */
+#define NEAREST_BLOCK 64
+MULTIVERSION
+static int64_t nearest_generic(const float *restrict x, const float *restrict et, int dim, int k, int j0,
+                               float *best, int64_t best_j) {
+    float acc[NEAREST_BLOCK];
+    for (int j = j0; j < k; j += NEAREST_BLOCK) {
+        const int width = k - j < NEAREST_BLOCK ? k - j : NEAREST_BLOCK;
+        for (int c = 0; c < width; c++) acc[c] = 0.0f;
+        for (int i = 0; i < dim; i++) {
+            const float *e = et + (size_t)i * k + j, xi = x[i];
+            for (int c = 0; c < width; c++) {
+                const float diff = e[c] - xi;
+                acc[c] = acc[c] + diff * diff;
+            }
+        }
+        for (int c = 0; c < width; c++)
+            if (acc[c] < *best) *best = acc[c], best_j = j + c;
+    }
+    return best_j;
+}
+
+#ifdef HAVE_X86_KERNELS
+#define NEAREST_BLOCK_512(b) \
+    d##b = _mm512_sub_ps(_mm512_loadu_ps(e + 16 * b), xi), a##b = _mm512_add_ps(a##b, _mm512_mul_ps(d##b, d##b))
+#define NEAREST_KEEP_512(b)                                                                    \
+    {                                                                                          \
+        const __mmask16 less = _mm512_cmp_ps_mask(a##b, best, _CMP_LT_OQ);                     \
+        best = _mm512_mask_mov_ps(best, less, a##b);                                           \
+        best_j = _mm512_mask_mov_epi32(best_j, less, _mm512_add_epi32(lane, _mm512_set1_epi32(j + 16 * b))); \
+    }
+
+/* Codes [0, k - k % 64): 64 at a time, each lane keeping its first least sum. */
+__attribute__((target("avx512f")))
+static int64_t nearest_avx512(const float *restrict x, const float *restrict et, int dim, int k, float *best_out) {
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    __m512 best = _mm512_set1_ps(__builtin_inff());
+    __m512i best_j = _mm512_setzero_si512();
+    for (int j = 0; j + 64 <= k; j += 64) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, d0, d1, d2, d3;
+        for (int i = 0; i < dim; i++) {
+            const __m512 xi = _mm512_set1_ps(x[i]);
+            const float *e = et + (size_t)i * k + j;
+            NEAREST_BLOCK_512(0);
+            NEAREST_BLOCK_512(1);
+            NEAREST_BLOCK_512(2);
+            NEAREST_BLOCK_512(3);
+        }
+        NEAREST_KEEP_512(0)
+        NEAREST_KEEP_512(1)
+        NEAREST_KEEP_512(2)
+        NEAREST_KEEP_512(3)
+    }
+    float sums[16];
+    int32_t index[16];
+    _mm512_storeu_ps(sums, best);
+    _mm512_storeu_si512(index, best_j);
+    int64_t found = 0;
+    *best_out = __builtin_inff();
+    for (int l = 0; l < 16; l++)
+        if (sums[l] < *best_out || (sums[l] == *best_out && index[l] < found)) *best_out = sums[l], found = index[l];
+    return found;
+}
+
+#define NEAREST_BLOCK_256(b) \
+    d##b = _mm256_sub_ps(_mm256_loadu_ps(e + 8 * b), xi), a##b = _mm256_add_ps(a##b, _mm256_mul_ps(d##b, d##b))
+#define NEAREST_KEEP_256(b)                                                                             \
+    {                                                                                                   \
+        const __m256 less = _mm256_cmp_ps(a##b, best, _CMP_LT_OQ);                                      \
+        best = _mm256_blendv_ps(best, a##b, less);                                                      \
+        best_j = _mm256_blendv_epi8(best_j, _mm256_add_epi32(lane, _mm256_set1_epi32(j + 8 * b)),        \
+                                    _mm256_castps_si256(less));                                         \
+    }
+
+/* Codes [0, k - k % 32): 32 at a time. */
+__attribute__((target("avx2")))
+static int64_t nearest_avx2(const float *restrict x, const float *restrict et, int dim, int k, float *best_out) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256 best = _mm256_set1_ps(__builtin_inff());
+    __m256i best_j = _mm256_setzero_si256();
+    for (int j = 0; j + 32 <= k; j += 32) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, d0, d1, d2, d3;
+        for (int i = 0; i < dim; i++) {
+            const __m256 xi = _mm256_set1_ps(x[i]);
+            const float *e = et + (size_t)i * k + j;
+            NEAREST_BLOCK_256(0);
+            NEAREST_BLOCK_256(1);
+            NEAREST_BLOCK_256(2);
+            NEAREST_BLOCK_256(3);
+        }
+        NEAREST_KEEP_256(0)
+        NEAREST_KEEP_256(1)
+        NEAREST_KEEP_256(2)
+        NEAREST_KEEP_256(3)
+    }
+    float sums[8];
+    int32_t index[8];
+    _mm256_storeu_ps(sums, best);
+    _mm256_storeu_si256((__m256i *)index, best_j);
+    int64_t found = 0;
+    *best_out = __builtin_inff();
+    for (int l = 0; l < 8; l++)
+        if (sums[l] < *best_out || (sums[l] == *best_out && index[l] < found)) *best_out = sums[l], found = index[l];
+    return found;
+}
+#endif
+
+static PyObject *nearest(PyObject *self, PyObject *args) {
+    PyObject *ox, *oet, *oout;
+    int n, dim, k;
+    if (!PyArg_ParseTuple(args, "OOO(iii)", &ox, &oet, &oout, &n, &dim, &k)) return NULL;
+    if (n < 0 || dim < 1 || k < 1) {
+        PyErr_SetString(PyExc_ValueError, "nearest: bad shape");
+        return NULL;
+    }
+    Arg a[] = {
+        {ox, 4, (Py_ssize_t)n * dim, 0, 0, "x"},
+        {oet, 4, (Py_ssize_t)dim * k, 0, 0, "codebook"},
+        {oout, 8, n, 1, 0, "out"},
+    };
+    if (acquire(a, 3) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS;
+    const float *et = a[1].view.buf;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        const float *x = (const float *)a[0].view.buf + r * dim;
+        float best = __builtin_inff();
+        int64_t found = 0;
+        int j0 = 0;
+#ifdef HAVE_X86_KERNELS
+        if (use_vnni) /* (AVX-512) */
+            found = nearest_avx512(x, et, dim, k, &best), j0 = k - k % 64;
+        else if (use_avx2)
+            found = nearest_avx2(x, et, dim, k, &best), j0 = k - k % 32;
+#endif
+        ((int64_t *)a[2].view.buf)[r] = nearest_generic(x, et, dim, k, j0, &best, found);
+    }
+    Py_END_ALLOW_THREADS;
+    release(a, 3);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"attention", attention, METH_VARARGS, "The prior's integer attention (see dqcodec.intmath.attention)."},
     {"norm", norm, METH_VARARGS, "Residual update by a Linear's output, then Norm (FORMAT.md 8.3)."},
@@ -1083,6 +1233,7 @@ static PyMethodDef methods[] = {
     {"block_tail", block_tail, METH_VARARGS, "A block after its attention, fused (AVX512-VNNI)."},
     {"gelu", gelu, METH_VARARGS, "fc1's output through the GELU table."},
     {"frequencies", frequencies, METH_VARARGS, "A head's output to frequency tables (FORMAT.md 8.3)."},
+    {"nearest", nearest, METH_VARARGS, "The nearest code of each vector (the encoder's VQ search)."},
     {NULL, NULL, 0, NULL},
 };
 

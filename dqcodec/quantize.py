@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,6 +12,41 @@ from torch import nn
 # vectors per distance computation: a 1024 x codebook matrix stays in the caches, where 16384
 # rows (64 MB) made the search memory-bound, 3.6x slower (benchmarks/vq_search.py)
 INDEX_CHUNK = 1024
+
+
+def _search_kernel() -> ModuleType | None:
+    """dqcodec._native, whose `nearest` runs on every CPU (its portable path too), unless it was
+    not built or DQC_NATIVE=0 turns the C kernels off."""
+    if os.environ.get("DQC_NATIVE", "1") == "0":
+        return None
+    try:
+        from dqcodec import _native
+    except ImportError:
+        return None
+    return _native
+
+
+def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Index of the nearest code (k, dim) for each of vectors (n, dim) -> (n,) int64: the least
+    float32 sum over channels, in channel order, of (code - vector)^2, every step rounded (no
+    fused multiply-add), the first code on a tie. Exactly defined, so that the encoder picks the
+    same codes on every machine: the C kernel (any instruction set) and the torch loop, on CPU or
+    GPU, compute the same sums."""
+    x = vectors.float().contiguous()
+    e_t = codebook.float().t().contiguous()
+    kernels = _search_kernel() if x.device.type == "cpu" else None
+    if kernels is not None:
+        out = torch.empty(len(x), dtype=torch.int64)
+        kernels.nearest(x.numpy(), e_t.numpy(), out.numpy(), (*x.shape, e_t.shape[1]))
+        return out
+    found = []
+    for part in x.split(INDEX_CHUNK):
+        total = torch.zeros(len(part), e_t.shape[1], device=x.device)
+        for i in range(x.shape[1]):
+            diff = e_t[i] - part[:, i : i + 1]
+            total += diff.mul_(diff)
+        found.append(total.argmin(1))
+    return torch.cat(found) if found else torch.zeros(0, dtype=torch.int64, device=x.device)
 
 
 class VectorQuantizer(nn.Module):
@@ -32,7 +70,14 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("ema_sum", embed.clone())
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
-        """Nearest code index for every vector; z is (B, dim, H, W), result (B, H, W) int64."""
+        """Nearest code index for every vector (`nearest_codes`, the same on every machine); z is
+        (B, dim, H, W), result (B, H, W) int64."""
+        b, c, h, w = z.shape
+        return nearest_codes(z.permute(0, 2, 3, 1).reshape(-1, c), self.embed).view(b, h, w)
+
+    def _training_indices(self, z: torch.Tensor) -> torch.Tensor:
+        """As `indices`, faster on a GPU (distances as |z|^2 - 2 z.e + |e|^2 by a matrix product),
+        but rounded as that product happens to be: for training, which needs no exact choice."""
         b, c, h, w = z.shape
         flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
         e = self.embed.float()
@@ -54,7 +99,7 @@ class VectorQuantizer(nn.Module):
 
         Returns (z_q, indices, commitment loss); the loss is averaged over positions with weight 1.
         """
-        idx = self.indices(z)
+        idx = self._training_indices(z) if self.training else self.indices(z)
         zq = self.lookup(idx).to(z.dtype)
         w = torch.ones_like(idx, dtype=z.dtype) if weight is None else weight.to(z.dtype)
         commit = ((z - zq.detach()).pow(2).mean(1) * w).sum() / w.sum().clamp_min(1.0)

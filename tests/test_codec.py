@@ -1,4 +1,8 @@
 import dataclasses
+import hashlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -191,6 +195,57 @@ def test_pillow_plugin_opens_dqc(tmp_path, small_file: bytes) -> None:
         assert np.array_equal(np.asarray(im.convert("RGB")), np.asarray(dqcodec.decode(small_file)))
 
 
+NEAREST_CASE = r"""
+import numpy as np
+rng = np.random.default_rng(5)
+n, dim = 500, 16
+vectors = rng.normal(size=(n, dim)).astype(np.float32)
+step = (rng.normal(size=(n, dim)) * 0.05).astype(np.float32)
+order = np.stack([np.arange(dim)] * 10 + [rng.permutation(dim) for _ in range(n - 10)])
+codebook = np.empty((2 * n, dim), np.float32)  # 1000 codes: the vector paths' tails run too
+codebook[0::2] = vectors + step
+codebook[1::2] = vectors + np.take_along_axis(step, order, 1)
+"""
+
+NEAREST_RUN = r"""
+import hashlib, torch
+from dqcodec import quantize
+found = quantize.nearest_codes(torch.from_numpy(vectors), torch.from_numpy(codebook))
+kernels = quantize._search_kernel()
+print(kernels.isa if kernels else "torch", hashlib.sha256(found.numpy().tobytes()).hexdigest())
+"""
+
+
+def test_nearest_code_search_is_the_same_on_every_path() -> None:
+    """Vector i's nearest codes are 2i and 2i + 1, whose distances are the same squares summed in
+    two orders (the first 10 pairs: the same code twice), so rounding picks between them: every
+    path of the C search (AVX-512, AVX2, portable) and the torch loop must pick as float32 sums
+    taken channel after channel do, and the first of equal codes; a tree sum (torch's .sum)
+    picks otherwise for about 1 in 10."""
+    namespace: dict = {}
+    exec(NEAREST_CASE, namespace)
+    vectors, codebook = namespace["vectors"], namespace["codebook"]
+    sums = np.zeros((len(vectors), len(codebook)), np.float32)
+    for i in range(vectors.shape[1]):
+        diff = codebook[None, :, i] - vectors[:, None, i]
+        sums = sums + diff * diff
+    expected = sums.argmin(1)  # numpy: float32 steps, each rounded, first minimum
+    assert (expected // 2 == np.arange(len(vectors))).all() and (expected[:10] == 2 * np.arange(10)).all()
+    tree = ((codebook[None] - vectors[:, None]) ** 2).sum(-1).argmin(1)
+    assert (tree != expected).sum() >= 10  # the case tells summation orders apart
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DQC_NATIVE")}
+    runs = {}
+    for setting in ({}, {"DQC_NATIVE_ISA": "avx2"}, {"DQC_NATIVE_ISA": "generic"}, {"DQC_NATIVE": "0"}):
+        r = subprocess.run(
+            [sys.executable, "-c", NEAREST_CASE + NEAREST_RUN], env=env | setting, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        path, digest = r.stdout.split()
+        runs[path] = digest
+    assert "torch" in runs and len(runs) >= 2, runs  # the CPU decides which vector paths exist
+    assert set(runs.values()) == {hashlib.sha256(expected.astype(np.int64).tobytes()).hexdigest()}, runs
+
+
 def test_tiled_encoder_and_chunked_quantizer_match_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
     from dqcodec import quantize
     from dqcodec.transform import encode_tiled, pad16
@@ -201,6 +256,7 @@ def test_tiled_encoder_and_chunked_quantizer_match_whole_image(monkeypatch: pyte
         whole_latents, whole_score = m.vae.encoder(x)
         whole = [m.vae.quantizer.indices(z) for z in whole_latents]
         monkeypatch.setattr(quantize, "INDEX_CHUNK", 7)
+        monkeypatch.setattr(quantize, "_search_kernel", lambda: None)  # the torch loop, in chunks
         tiled_latents, tiled_score = encode_tiled(m.vae, x, tile=64)
         tiled = [m.vae.quantizer.indices(z) for z in tiled_latents]
     assert torch.allclose(whole_score, tiled_score, atol=1e-4)
