@@ -56,13 +56,20 @@ class Upsample(nn.Module):
 
 class Bfloat16Conv2d(nn.Module):
     """`conv` on bfloat16 operands (oneDNN accumulates in float32), its output back in float32:
-    the synthesis's fast path on CPUs with bfloat16 instructions (transform.bfloat16_convolutions)."""
+    the synthesis's fast path on CPUs with bfloat16 instructions (transform.bfloat16_convolutions).
+    Operands are channels-last, which oneDNN's bfloat16 kernels take without a reorder (5-15%
+    faster than NCHW). `bfloat16_output`: the output stays bfloat16, for a next convolution that
+    would round it to bfloat16 anyway (a ResBlock's first: SiLU computes in float32 either way)."""
 
-    def __init__(self, conv: nn.Conv2d) -> None:
+    def __init__(self, conv: nn.Conv2d, bfloat16_output: bool = False) -> None:
         super().__init__()
-        self.register_buffer("weight", conv.weight.detach().to(torch.bfloat16))
+        self.bfloat16_output = bfloat16_output
+        weight = conv.weight.detach().to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+        self.register_buffer("weight", weight)
         self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().to(torch.bfloat16))
         self.stride, self.padding = conv.stride, conv.padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x.to(torch.bfloat16), self.weight, self.bias, self.stride, self.padding).float()
+        x = x.to(torch.bfloat16, memory_format=torch.channels_last)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return y if self.bfloat16_output else y.float()

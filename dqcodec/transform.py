@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqcodec.layers import Bfloat16Conv2d
+from dqcodec.layers import Bfloat16Conv2d, ResBlock
 from dqcodec.models import DQVAE
 from dqcodec.models.dqvae import LEVEL_STRIDES, Decoder, Tokens
 from dqcodec.resample import resize
@@ -50,7 +50,12 @@ def bfloat16_decoder(decoder: Decoder) -> Decoder:
         for parent in [fast, *fast.modules()]:
             for name, child in parent.named_children():
                 if isinstance(child, nn.Conv2d) and parent is not fast.to_rgb:
-                    setattr(parent, name, Bfloat16Conv2d(child))
+                    setattr(
+                        parent,
+                        name,
+                        Bfloat16Conv2d(child, bfloat16_output=isinstance(parent, ResBlock) and name == "conv1"),
+                    )
+        fast.memory_format = torch.channels_last
         _bfloat16_decoders[decoder] = fast
     return _bfloat16_decoders[decoder]
 

@@ -99,6 +99,8 @@ class Decoder(nn.Module):
         self.in4 = nn.Conv2d(d, c4, 1)
         self.blocks4 = res_stack(c4, b4)
         self.to_rgb = nn.Sequential(nn.SiLU(), conv3x3(c4, 48), nn.PixelShuffle(4))
+        # of the feature maps: channels-last in the bfloat16 copy (transform.bfloat16_decoder)
+        self.memory_format = torch.contiguous_format
 
     def code_map(self, codes: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
         """Dense stride-4 map: each position carries its own level's code and level embedding."""
@@ -111,7 +113,7 @@ class Decoder(nn.Module):
         return out
 
     def forward(self, codes: list[torch.Tensor], masks: torch.Tensor) -> torch.Tensor:
-        d4 = self.code_map(codes, masks)
+        d4 = self.code_map(codes, masks).contiguous(memory_format=self.memory_format)
         h = self.blocks16(self.in16(F.pixel_unshuffle(d4, 4)))
         h = self.blocks8(self.up8(h) + self.in8(F.pixel_unshuffle(d4, 2)))
         h = self.blocks4(self.up4(h) + self.in4(d4))
