@@ -3,12 +3,15 @@ Pillow's JPEG, WebP, AVIF and JPEG XL, and CompressAI's bmshj2018-hyperprior, mb
 cheng2020-anchor (random weights; `benchmarks/compressai_models.py`), on this CPU.
 
     python -m benchmarks.speed [--images 6] [--baseline 11c1e41] [--only 'dq q=50,dq --bpp 0.1'] [--stem speed]
+                               [--rounds 1]
 
 Each codec setting runs in a fresh subprocess (so its peak RSS is its own, model loading
 included); times are per image, after one warm-up image, wall clock on all cores, plus the
 process's CPU seconds. The baseline's dqc runs from a git worktree of that commit (its own code
 and weights, this environment's packages) right after the same setting of this checkout's, so
-both see the same machine load. Writes speed.json under --out.
+both see the same machine load. --rounds R runs every setting R times, each round's pair in
+the other order, and reports each image's median: the machine is shared, and one run of a setting
+can be 10% off the next. Writes speed.json under --out.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,11 +110,24 @@ def run(codec: str, q: float, scale: float, files: list[str], code_root: Path) -
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code_root)
     if r.returncode:
         raise SystemExit(f"{name(codec, q, scale)} ({code_root}) failed:\n{r.stderr}")
-    d = json.loads(r.stdout.strip().splitlines()[-1])
-    n = len(d["rows"])
-    mean = {k: sum(x[k] for x in d["rows"]) / n for k in ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s")}
-    bpp = sum(8 * x["bytes"] / (768 * 512) for x in d["rows"]) / n
-    return {**mean, "bpp": bpp, "peak_rss_mb": d["peak_rss_mb"], "rows": d["rows"]}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+TIMES = ("encode_s", "decode_s", "encode_cpu_s", "decode_cpu_s")
+
+
+def summary(runs: list[dict]) -> dict:
+    """A setting's rounds -> each image's median time over the rounds, then the mean over images
+    (and the highest peak RSS)."""
+    rows = [
+        {**per_round[0], **{k: statistics.median(x[k] for x in per_round) for k in TIMES}}
+        for per_round in zip(*(r["rows"] for r in runs))
+    ]
+    n = len(rows)
+    mean = {k: sum(x[k] for x in rows) / n for k in TIMES}
+    bpp = sum(8 * x["bytes"] / (768 * 512) for x in rows) / n
+    peak = max(r["peak_rss_mb"] for r in runs)
+    return {**mean, "bpp": bpp, "peak_rss_mb": peak, "rounds": len(runs), "rows": rows}
 
 
 def main() -> None:
@@ -123,6 +140,9 @@ def main() -> None:
         "--only", default="", help="comma-separated setting names, e.g. 'dq q=50,dq --bpp 0.1,dq q=75' (any q)"
     )
     ap.add_argument("--stem", default="speed", help="name of the result file")
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="runs of every setting, interleaved with its baseline's (medians)"
+    )
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     files = [str(p.resolve()) for p in sorted(args.kodak.glob("kodim*.png"))[: args.images]]
@@ -134,10 +154,15 @@ def main() -> None:
         try:
             chosen = [s for s in SETTINGS if not only or name(*s) in only]
             chosen += [parse_name(label) for label in sorted(only - {name(*s) for s in SETTINGS})]
-            for codec, q, scale in chosen:
-                results[name(codec, q, scale)] = run(codec, q, scale, files, REPO)
-                if args.baseline and (codec, q, scale) in BASELINE_SETTINGS:
-                    results[name(codec, q, scale) + f" ({args.baseline})"] = run(codec, q, scale, files, base_root)
+            runs: dict[str, list[dict]] = {}
+            for i in range(args.rounds):
+                for codec, q, scale in chosen:
+                    pair = [(name(codec, q, scale), REPO)]
+                    if args.baseline and (codec, q, scale) in BASELINE_SETTINGS:
+                        pair.append((name(codec, q, scale) + f" ({args.baseline})", base_root))
+                    for label, root in pair[:: 1 if i % 2 == 0 else -1]:  # either goes first in turn
+                        runs.setdefault(label, []).append(run(codec, q, scale, files, root))
+            results = {label: summary(r) for label, r in runs.items()}
         finally:
             if args.baseline:
                 subprocess.run(["git", "worktree", "remove", "--force", str(base_root)], cwd=REPO, check=True)
@@ -150,7 +175,13 @@ def main() -> None:
             f"| {label} | {e['bpp']:.4f} | {e['encode_s']:.3f} | {e['decode_s']:.3f} | {e['encode_cpu_s']:.2f} | "
             f"{e['decode_cpu_s']:.2f} | {x_jpeg} | {e['peak_rss_mb']:.0f} |"
         )
-    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "images": len(files), "baseline": args.baseline}
+    meta = {
+        "machine": platform.platform(),
+        "cpus": os.cpu_count(),
+        "images": len(files),
+        "baseline": args.baseline,
+        "rounds": args.rounds,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 
