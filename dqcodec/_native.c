@@ -1107,6 +1107,15 @@ static int64_t nearest_generic(const float *restrict x, const float *restrict et
 }
 
 #ifdef HAVE_X86_KERNELS
+/* The first least of the vector paths' per-lane sums (lane l: its least sum, at code index[l]). */
+static int64_t first_least(const float *sums, const int32_t *index, int lanes, float *best_out) {
+    int64_t found = 0;
+    *best_out = __builtin_inff();
+    for (int l = 0; l < lanes; l++)
+        if (sums[l] < *best_out || (sums[l] == *best_out && index[l] < found)) *best_out = sums[l], found = index[l];
+    return found;
+}
+
 #define NEAREST_BLOCK_512(b) \
     d##b = _mm512_sub_ps(_mm512_loadu_ps(e + 16 * b), xi), a##b = _mm512_add_ps(a##b, _mm512_mul_ps(d##b, d##b))
 #define NEAREST_KEEP_512(b)                                                                    \
@@ -1141,11 +1150,7 @@ static int64_t nearest_avx512(const float *restrict x, const float *restrict et,
     int32_t index[16];
     _mm512_storeu_ps(sums, best);
     _mm512_storeu_si512(index, best_j);
-    int64_t found = 0;
-    *best_out = __builtin_inff();
-    for (int l = 0; l < 16; l++)
-        if (sums[l] < *best_out || (sums[l] == *best_out && index[l] < found)) *best_out = sums[l], found = index[l];
-    return found;
+    return first_least(sums, index, 16, best_out);
 }
 
 #define NEAREST_BLOCK_256(b) \
@@ -1183,11 +1188,7 @@ static int64_t nearest_avx2(const float *restrict x, const float *restrict et, i
     int32_t index[8];
     _mm256_storeu_ps(sums, best);
     _mm256_storeu_si256((__m256i *)index, best_j);
-    int64_t found = 0;
-    *best_out = __builtin_inff();
-    for (int l = 0; l < 8; l++)
-        if (sums[l] < *best_out || (sums[l] == *best_out && index[l] < found)) *best_out = sums[l], found = index[l];
-    return found;
+    return first_least(sums, index, 8, best_out);
 }
 #endif
 
