@@ -6,15 +6,21 @@ process's own). The files run on a local process pool, or as one task each on a 
 it reads its source, writes its output whole (a temp file renamed into place on a local disk, a
 single PUT on an object store) and returns a manifest row; the only state a worker keeps is the
 model, loaded once per process (dqcodec.loading.load_model is cached). The run's rows go to
-DST/dqc-manifest/ in JSON Lines parts; a rerun skips the outputs DST already has.
+DST/dqc-manifest/ as JSON Lines (`Manifest`); a rerun skips the outputs DST already has, and
+removes what a killed run of dqc left beside them (`fileio.sweep_stale`: only dqc's own temp
+and lock files, never a user's file that merely looks like one).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
 import json
 import os
 import socket
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,7 +39,12 @@ from dqcodec.errors import DQCError
 from dqcodec.fileio import claim, sweep_stale, write_atomic
 
 MANIFEST_DIR = "dqc-manifest"
-PART_ROWS, PART_SECONDS = 1000, 30.0  # a manifest part is written at most this many rows or seconds apart
+# an object store's manifest part is written at most this many rows or seconds apart
+PART_ROWS, PART_SECONDS = 1000, 30.0
+# a local manifest reserves the disk space of its rows before the run (so that a disk that fills
+# up cannot lose them): this much per row beyond its paths, and at most this much ahead
+ROW_RESERVE, MAX_RESERVE = 512, 64 * 2**20
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 PLAIN_PROGRESS_SECONDS = 10.0  # without a terminal: a progress line this often
 
 
@@ -61,6 +72,7 @@ class Row:
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    needed: int | None = None  # bytes of the output that did not fit on a full disk
 
 
 def url_to_fs(url: str) -> tuple:
@@ -88,6 +100,16 @@ def code_one(job: Job) -> Row:
 
 
 def _code(job: Job, row: Row) -> None:
+    try:
+        _claim_and_code(job, row)
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        row.needed = row.bytes or 0
+        raise DQCError(f"{job.output}: the disk is full ({row.needed} bytes needed)") from None
+
+
+def _claim_and_code(job: Job, row: Row) -> None:
     fs, path = url_to_fs(job.output)
     if not job.overwrite and fs.exists(path):
         row.status = "skip"
@@ -170,32 +192,80 @@ def _url(fs: object, path: str) -> str:
 
 
 class Manifest:
-    """The run's rows, written to DST/dqc-manifest/<run>-<part>.jsonl a part at a time (an object
-    store cannot append), each part whole, so a killed run loses at most its last part."""
+    """The run's rows in DST/dqc-manifest/. On a local disk, one file <run>.jsonl, a row appended
+    (and flushed) as each input settles, in disk space reserved before the run for every row it
+    will write, so that a disk that fills up meanwhile loses none; on an object store, which
+    cannot append, parts <run>-<part>.jsonl written whole, so a killed run loses at most its last
+    part."""
 
-    def __init__(self, dst: str) -> None:
+    def __init__(self, dst: str, expected_rows: int = 0) -> None:
         self.fs, root = url_to_fs(dst)
         self.folder = f"{root.rstrip('/')}/{MANIFEST_DIR}"
         self.run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.rows: list[Row] = []
         self.part, self.written_at = 0, time.monotonic()
+        self.local = is_local(self.fs)
+        self.fd: int | None = None
+        self.size = self.reserved = 0
+        self.expected_rows = expected_rows
+        self.lost = 0  # rows a full disk kept out of the file
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        if len(self.rows) >= PART_ROWS or time.monotonic() - self.written_at > PART_SECONDS:
+        if self.local:
             self.flush()
+        elif len(self.rows) >= PART_ROWS or time.monotonic() - self.written_at > PART_SECONDS:
+            self.flush()
+
+    def open(self) -> None:
+        """Create the local file and reserve its rows' space (a no-op for an object store)."""
+        if self.local and self.fd is None:
+            os.makedirs(self.folder, exist_ok=True)
+            self.fd = os.open(f"{self.folder}/{self.run}.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+            self._reserve(self.expected_rows * (ROW_RESERVE + 2 * len(self.folder)))
 
     def flush(self) -> None:
         if not self.rows:
             return
         text = "".join(json.dumps(row.__dict__) + "\n" for row in self.rows).encode()
-        path = f"{self.folder}/{self.run}-{self.part:06d}.jsonl"
-        if is_local(self.fs):
-            os.makedirs(self.folder, exist_ok=True)
-            write_atomic(Path(path), lambda f: f.write(text))
-        else:
-            self.fs.pipe_file(path, text)
-        self.rows, self.part, self.written_at = [], self.part + 1, time.monotonic()
+        if not self.local:
+            self.fs.pipe_file(f"{self.folder}/{self.run}-{self.part:06d}.jsonl", text)
+            self.rows, self.part, self.written_at = [], self.part + 1, time.monotonic()
+            return
+        self.open()
+        assert self.fd is not None
+        if self.size + len(text) > self.reserved:
+            self._reserve(max(len(text), 64 * ROW_RESERVE))
+        try:
+            os.write(self.fd, text)
+            os.fsync(self.fd)
+        except OSError as e:
+            if e.errno not in DISK_FULL:
+                raise
+            self.lost = len(self.rows)  # kept, and tried again with the next row
+            return
+        self.size += len(text)
+        self.rows, self.lost = [], 0
+
+    def _reserve(self, nbytes: int) -> None:
+        """Allocate disk blocks past the file's end without changing its size (Linux fallocate
+        FALLOC_FL_KEEP_SIZE); where the system cannot, rows are still flushed one by one."""
+        if self.fd is None or nbytes <= 0 or not sys.platform.startswith("linux"):
+            return
+        nbytes = min(nbytes, MAX_RESERVE)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        if libc.fallocate(self.fd, 1, self.size, nbytes) == 0:  # 1: FALLOC_FL_KEEP_SIZE
+            self.reserved = self.size + nbytes
+
+    def close(self) -> None:
+        self.flush()
+        if self.fd is not None:
+            with contextlib.suppress(OSError):  # give back the reserved space past the last row
+                os.ftruncate(self.fd, self.size + 1)
+                os.ftruncate(self.fd, self.size)
+            os.close(self.fd)
+            self.fd = None
 
 
 def read_manifest(dst: str) -> list[dict]:
@@ -250,11 +320,13 @@ class Progress:
     def __init__(self, total: int) -> None:
         self.total, self.done, self.start = total, 0, time.monotonic()
         self.counts = Counter({"ok": 0, "skip": 0, "fail": 0})
+        self.bytes_made = 0
         self.tty, self.shown_at = sys.stderr.isatty(), 0.0
 
     def update(self, row: Row) -> None:
         self.done += 1
         self.counts[row.status] += 1
+        self.bytes_made += (row.bytes or 0) if row.status == "ok" else 0
         for note in row.notes:
             self._echo(f"dqc: note: {row.source}: {note}")
         if row.status == "fail":
@@ -284,9 +356,11 @@ class Progress:
             click.echo("", err=True)
 
 
-def run_pool(jobs: list[Job], workers: int) -> Iterator[Row]:
-    """The jobs on a local pool of processes that die with this one (workers.py)."""
+def run_pool(jobs: list[Job], workers: int, stop: threading.Event) -> Iterator[Row]:
+    """The jobs on a local pool of processes that die with this one (workers.py). Once `stop` is
+    set, the jobs not started are cancelled: the rows of those running still come."""
     import multiprocessing as mp
+    import signal
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
 
@@ -296,19 +370,34 @@ def run_pool(jobs: list[Job], workers: int) -> Iterator[Row]:
     sys.warnoptions.append("ignore:resource_tracker:UserWarning")
     pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=init_worker,
                                initargs=(os.getpid(),))  # fmt: skip
+    # The workers start (at the submits) with SIGINT blocked, which they inherit and keep until
+    # they ignore it: a Ctrl-C while they import torch reaches only this process. Here it waits
+    # until the submits are done.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         futures = [pool.submit(code_one_in_pool, job) for job in jobs]
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    try:
         for future in as_completed(futures):
-            yield future.result()
+            if stop.is_set():
+                for pending in futures:
+                    pending.cancel()  # does nothing to a running one
+            if not future.cancelled():
+                yield future.result()
     except BrokenProcessPool:
         raise DQCError("a worker process died (out of memory?); finished files are kept, rerun to resume") from None
-    pool.shutdown()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
-def run_dask(jobs: list[Job], scheduler: str, workers: int | None, threads: int) -> Iterator[Row]:
+def run_dask(
+    jobs: list[Job], scheduler: str, workers: int | None, threads: int, stop: threading.Event
+) -> Iterator[Row]:
     """The jobs as tasks on a Dask cluster: the one at `scheduler`, or 'local', a LocalCluster of
     `workers` processes with `threads` threads each. A task whose worker dies is run again
-    elsewhere by the scheduler; a bad input is a failed row, never retried."""
+    elsewhere by the scheduler; a bad input is a failed row, never retried. Once `stop` is set,
+    the tasks not finished are cancelled."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -337,17 +426,25 @@ def run_dask(jobs: list[Job], scheduler: str, workers: int | None, threads: int)
         raise DQCError(f"--scheduler {scheduler}: cannot reach it ({e})") from None
     try:
         futures = client.map(code_one, jobs, pure=False, key=[f"dqc-{i}-{job.source}" for i, job in enumerate(jobs)])
+        stopped = False
         for future in as_completed(futures):
-            yield future.result()
+            if stop.is_set() and not stopped:
+                client.cancel([f for f in futures if not f.done()])
+                stopped = True
+            if future.status == "finished":
+                yield future.result()
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
 
 
-def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row]) -> int:
-    """Report and record every row (those `list_jobs` settled first); returns the number of failed inputs."""
-    progress, manifest = Progress(len(jobs)), Manifest(dst)
+def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row], stop: threading.Event) -> int:
+    """Report and record every row (those `list_jobs` settled first); returns the number of failed
+    inputs. A full disk stops the run (`stop`: the jobs not started are cancelled), said once
+    with the bytes it needs."""
+    progress, manifest = Progress(len(jobs)), Manifest(dst, len(jobs) + len(settled))
+    manifest.open()
     for row in settled:
         progress.counts[row.status] += 1
         manifest.add(row)
@@ -357,21 +454,45 @@ def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row]
         click.echo(
             f"dqc: {progress.counts['skip']} files are done already (their outputs exist); skipping them", err=True
         )
+    disk_full: Row | None = None
     try:
         for row in rows:
             manifest.add(row)
-            progress.update(row)
+            if row.needed is not None:
+                disk_full = disk_full or row
+                progress.done += 1
+                progress.counts[row.status] += 1
+                stop.set()
+            else:
+                progress.update(row)
     except KeyboardInterrupt:
-        manifest.flush()
+        manifest.close()
         # not waiting for the jobs: local workers see this process end and stop, removing their
         # temp files; a rerun resumes
         click.echo(f"\ndqc: interrupted; {progress.counts['ok']} files made, rerun to resume", err=True)
         sys.stderr.flush()
         os._exit(130)
     finally:
-        manifest.flush()
+        manifest.close()
     progress.close()
     fs, root = url_to_fs(dst)
-    if is_local(fs) and os.path.isdir(root):
-        sweep_stale(Path(root))  # a killed worker's temp and lock files
+    if is_local(fs):  # what killed runs of dqc left beside these outputs
+        sweep_stale(Path(url_to_fs(r.output)[1]) for r in [*settled, *(Row(j.source, j.output) for j in jobs)])
+    if disk_full is not None:
+        left = len(jobs) - progress.done
+        mean = (progress.bytes_made / progress.counts["ok"]) if progress.counts["ok"] else disk_full.needed or 0
+        click.echo(
+            f"dqc: error: {dst}: the disk is full: {disk_full.output} needed {disk_full.needed} bytes, and the "
+            f"{left} files not coded about {_size(mean * left)} more; {progress.counts['ok']} files made are kept, "
+            "free some space and rerun to resume",
+            err=True,
+        )
+        return progress.counts["fail"]
+    if manifest.lost:
+        click.echo(f"dqc: error: {dst}: the disk is full: the manifest's last {manifest.lost} rows are not written",
+                   err=True)  # fmt: skip
     return progress.counts["fail"]
+
+
+def _size(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 1024:.0f} KiB"

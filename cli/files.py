@@ -26,6 +26,9 @@ from PIL import Image
 
 # exit codes of dqc (cli/main.py's docstring)
 EXIT_INPUT, EXIT_INTEGRITY, EXIT_MODEL, EXIT_BUG = 1, 3, 4, 5
+# the longest side each output format takes, by Pillow's encoders (libwebp, libjpeg, libavif;
+# GIF's 16-bit fields); checked from the file's header before anything is decoded
+MAX_SIDE = {"WEBP": 16383, "JPEG": 65500, "AVIF": 65536, "GIF": 65535}
 
 
 class OutputExistsError(Exception):
@@ -141,6 +144,7 @@ def decode_bytes(
     from dqcodec.errors import DQCError
 
     limit = None if allow_large else MAX_PIXELS
+    check_format_size(src, data, fmt)
     if allow_large:  # without it, the pixel limit comes first
         _check_decode_memory(src, data)
     try:
@@ -157,10 +161,31 @@ def decode_bytes(
         params["pnginfo"] = text
     try:
         img.save(buf, format=fmt, **params)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError):  # metadata the format's writer does not take
         buf = io.BytesIO()
-        img.save(buf, format=fmt)
+        try:
+            img.save(buf, format=fmt)
+        except (OSError, ValueError, KeyError) as e:
+            raise DQCError(f"{src}: Pillow cannot write this picture as {fmt} ({e})") from None
     return buf.getvalue(), img.size
+
+
+def check_format_size(src: str, data: bytes, fmt: str) -> None:
+    """Refuse a picture larger than the output format takes (MAX_SIDE), from the file's header."""
+    from dqcodec import bitstream
+    from dqcodec.errors import DQCError, FormatError
+
+    if fmt not in MAX_SIDE:
+        return
+    try:
+        header = bitstream.read(data).header
+    except FormatError:
+        return  # decoding reports it
+    if max(header.width, header.height) > MAX_SIDE[fmt]:
+        raise DQCError(
+            f"{src}: the picture is {header.width}x{header.height}, and {fmt} takes at most {MAX_SIDE[fmt]} px "
+            "a side; decode it to PNG or TIFF"
+        )
 
 
 def decode_file(

@@ -101,7 +101,7 @@ def open_image(src: str, allow_large: bool, data: bytes | None = None) -> tuple[
             img.load()
         except Image.UnidentifiedImageError:
             raise DQCError(f"{src}: not an image format dqc can read") from None
-        except (SyntaxError, ValueError, EOFError) as e:
+        except (SyntaxError, ValueError, EOFError, OSError) as e:  # OSError: "image file is truncated"
             raise DQCError(f"{src}: broken image file ({e})") from None
         except MemoryError:
             raise DQCError(f"{src}: its pixels do not fit in memory") from None

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +33,36 @@ from dqcodec.cli.images import (
     read_input,
 )
 from PIL import Image
+
+# --threads and -j: more than the CPUs only slows dqc down and costs memory (each thread of the
+# prior holds its own buffers), so a count above them is lowered to them; this is the most accepted
+MAX_THREADS = 4096
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def bounded_count(option: str, count: int | None) -> int | None:
+    """`count` (of threads or processes), lowered to the CPUs this process may use, with a note."""
+    cpus = available_cpus()
+    if count is not None and count > cpus:
+        click.echo(f"dqc: note: {option} {count}: this machine gives dqc {cpus} CPUs; using {cpus}", err=True)
+        return cpus
+    return count
+
+
+class FiniteFloat(click.FloatRange):
+    """click.FloatRange that also refuses NaN and infinity (which pass every range check)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _fail(message: str, code: int = EXIT_INPUT) -> None:
@@ -73,6 +105,14 @@ def _setup(threads: int | None, device: str) -> None:
         raise DQCError("--device cuda: no CUDA device is available to torch here")
 
 
+THREADS_OPTION = click.option(
+    "--threads",
+    type=click.IntRange(1, MAX_THREADS),
+    help="CPU threads for the transform and the prior's tiles, at most the CPUs here [default: torch's, "
+    "the physical cores]",
+)
+
+
 def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
     from dqcodec.codec import decode_tokens, reconstruct
     from dqcodec.granularity_map import draw
@@ -89,7 +129,7 @@ def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
 QUALITY_OPTION = click.option(
     "-q",
     "--quality",
-    type=click.FloatRange(0, 100),
+    type=FiniteFloat(0, 100),
     default=50.0,
     show_default=True,
     help="rate-distortion trade-off: higher spends more bits; each image's share of coarse, medium and "
@@ -133,7 +173,7 @@ DISTORTION_OPTION = click.option(
 )
 SCALE_OPTION = click.option(
     "--scale",
-    type=click.FloatRange(0.25, 2.0),
+    type=FiniteFloat(0.25, 2.0),
     help="code the picture resampled by this factor (below 1: lower rates than -q 0; above 1: higher than "
     "-q 100) [default: 1, or chosen by --bpp]",
 )
@@ -141,22 +181,43 @@ SCALE_OPTION = click.option(
 
 @click.group()
 @click.version_option(package_name="dqcodec")
-def main() -> None:
+def cli() -> None:
     """dqc: a learned lossy image codec (DQ-VAE + DQ-Transformer prior)."""
 
 
-@main.command()
+def main() -> None:
+    """The `dqc` command: click's usage errors and Ctrl-C in dqc's style, one line each."""
+    try:
+        cli.main(prog_name="dqc", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.NoArgsIsHelpError as e:  # `dqc` alone: its help
+        click.echo(e.ctx.get_help(), err=True)
+        sys.exit(e.exit_code)
+    except click.UsageError as e:
+        help_hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        _fail(f"{e.format_message()}{help_hint}", e.exit_code)
+    except click.ClickException as e:
+        _fail(e.format_message(), e.exit_code)
+    except (KeyboardInterrupt, click.Abort):
+        # temp files are gone already (unwound); not waiting for the prior's threads to finish
+        click.echo("dqc: interrupted", err=True)
+        sys.stderr.flush()
+        os._exit(130)
+
+
+@cli.command()
 @click.argument("srcs", metavar="SRC...", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", help="output .dqc file ('-' = stdout; default: SRC with .dqc)")
 @QUALITY_OPTION
-@click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
+@click.option("--bpp", "target_bpp", type=FiniteFloat(min=0, min_open=True), help="target bits per pixel")
 @TARGET_OPTION
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), default="dq", show_default=True)
 @TUNE_OPTION
 @DISTORTION_OPTION
 @SCALE_OPTION
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
+@THREADS_OPTION
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="for the transform"
 )
@@ -195,16 +256,17 @@ def encode(
         if target_bpp and bpp > 1.05 * target_bpp and not quiet:  # the search never picks a rate over it
             click.echo(f"dqc: note: {src}: {target_bpp:g} bpp is below the lowest rate this image reaches", err=True)
 
+    threads = bounded_count("--threads", threads)
     _run(lambda: _setup(threads, device))
     _run_each(srcs, dst, go)
 
 
-@main.command()
+@cli.command()
 @click.argument("srcs", metavar="SRC...", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", help="output image ('-' = PNG on stdout; default: SRC with .png)")
 @click.option("--model", type=click.Choice(["dq", "vqgan"]), help="refuse files of another [default: the file's]")
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
-@click.option("--threads", type=click.IntRange(1), help="CPU threads (transform and tiles)")
+@THREADS_OPTION
 @click.option(
     "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="for the transform"
 )
@@ -224,11 +286,12 @@ def decode(
         out = dst or ("-" if src == "-" else str(Path(src).with_suffix(".png")))
         decode_file(src, out, model, overwrite, threads, device, allow_large)
 
+    threads = bounded_count("--threads", threads)
     _run(lambda: _setup(threads, device))
     _run_each(srcs, dst, go)
 
 
-@main.command()
+@cli.command()
 @click.argument("src")
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @click.option("--map", "map_path", help="decode and draw the granularity map over the image into this PNG")
@@ -275,11 +338,11 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
     _run(go)
 
 
-@main.command()
+@cli.command()
 @click.argument("src", required=False)
 @click.argument("dst", required=False)
 @QUALITY_OPTION
-@click.option("--bpp", "target_bpp", type=click.FloatRange(min=0, min_open=True), help="target bits per pixel")
+@click.option("--bpp", "target_bpp", type=FiniteFloat(min=0, min_open=True), help="target bits per pixel")
 @TARGET_OPTION
 @click.option("--decode", "decode_mode", is_flag=True, help="decode the .dqc files of SRC instead")
 @click.option(
@@ -297,9 +360,9 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
 @click.option(
     "-j",
     "--jobs",
-    type=click.IntRange(1),
+    type=click.IntRange(1, MAX_THREADS),
     default=None,
-    help="worker processes (pool or LocalCluster) [default: CPU cores]",
+    help="worker processes (pool or LocalCluster), at most the CPUs here [default: the CPUs]",
 )
 @click.option(
     "--scheduler",
@@ -307,7 +370,11 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool) -> None
     help="run on a Dask cluster: its scheduler (tcp://host:8786), or 'local' for a LocalCluster (needs dqcodec[dask])",
 )
 @click.option(
-    "--threads", type=click.IntRange(1), default=1, show_default=True, help="with --scheduler local: threads per worker"
+    "--threads",
+    type=click.IntRange(1, MAX_THREADS),
+    default=1,
+    show_default=True,
+    help="with --scheduler local: threads per worker",
 )
 @click.option("--overwrite", is_flag=True, help="redo files whose output exists (default: skip them, i.e. resume)")
 @click.option("--allow-large", is_flag=True, help=f"accept images over {MAX_PIXELS / 1e6:g} megapixels")
@@ -363,12 +430,15 @@ def batch(
     job_list, settled = listed
     if not job_list and not settled:
         _fail(f"no {'.dqc' if decode_mode else 'image'} files under {src}")
+    if scheduler is None or scheduler == "local":  # processes on this machine
+        jobs, threads = bounded_count("-j", jobs), bounded_count("--threads", threads) or 1
+    stop = threading.Event()
     if scheduler:
-        rows = batching.run_dask(job_list, scheduler, jobs, threads)
+        rows = batching.run_dask(job_list, scheduler, jobs, threads, stop)
     else:
-        rows = batching.run_pool(job_list, max(1, min(len(job_list), jobs or os.cpu_count() or 1)))
+        rows = batching.run_pool(job_list, max(1, min(len(job_list), jobs or available_cpus())), stop)
     failed: list[int] = []
-    _run(lambda: failed.append(batching.run_batch(job_list, settled, dst, rows)))
+    _run(lambda: failed.append(batching.run_batch(job_list, settled, dst, rows, stop)))
     sys.exit(EXIT_INPUT if failed[0] else 0)
 
 

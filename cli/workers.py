@@ -43,12 +43,15 @@ def _watch_parent(parent: int) -> None:
 
 
 def init_worker(parent: int) -> None:
-    """Initializer of a batch worker process; `parent` is the batch's pid."""
+    """Initializer of a batch worker process; `parent` is the batch's pid. The worker started
+    with SIGINT blocked (batch.run_pool): it ignores it before it unblocks it, so a Ctrl-C at any
+    moment goes to the batch alone, which ends its workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGTERM, _on_sigterm)
     import torch
 
     torch.set_num_threads(1)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the batch, which ends its workers
-    signal.signal(signal.SIGTERM, _on_sigterm)
     if sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

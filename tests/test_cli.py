@@ -482,3 +482,85 @@ def test_distortion_option_picks_estimate_or_measurement(tmp_path: Path) -> None
     assert coded["estimated"] != coded["measured"]  # the maps differ here, so the option says something
     r = dqc("encode", str(src), "-o", str(tmp_path / "x.dqc"), "--distortion", "guessed")
     assert r.returncode == 2 and b"guessed" in r.stderr
+
+
+def default_sigint() -> None:
+    """In a child before exec: SIGINT as a terminal's Ctrl-C finds it (a shell's background job,
+    which may have started these tests, ignores it, and exec keeps that)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _wide_file(tmp_path: Path, width: int, height: int = 16) -> Path:
+    """A real .dqc of a width x height picture, coded at a quarter of its size (fast)."""
+    out = tmp_path / f"wide{width}x{height}.dqc"
+    out.write_bytes(dqcodec.encode(np.zeros((height, width, 3), np.uint8), quality=0, scale=0.25))
+    return out
+
+
+def test_output_formats_size_limits_are_one_line_errors(tmp_path: Path) -> None:
+    """Pictures past what WebP, JPEG and AVIF take: refused before decoding, naming the file and
+    the limit, with nothing from the libraries."""
+    for width, suffix, limit in ((16400, "webp", b"16383"), (65600, "jpg", b"65500"), (66562, "avif", b"65536")):
+        src = _wide_file(tmp_path, width)
+        out = tmp_path / f"out.{suffix}"
+        r = dqc("decode", str(src), "-o", str(out))
+        _one_line_error(r, 1)
+        assert str(src).encode() in r.stderr and limit in r.stderr, r.stderr
+        assert not out.exists()
+        dst = tmp_path / f"batch_{suffix}"
+        r = dqc("batch", "--decode", "--format", suffix, str(src.parent), str(dst), "-j", "1")
+        assert r.returncode == 1 and limit in r.stderr and b"internal error" not in r.stderr, r.stderr
+    r = dqc("decode", str(_wide_file(tmp_path, 16383)), "-o", str(tmp_path / "ok.webp"))
+    assert r.returncode == 0 and Image.open(tmp_path / "ok.webp").size == (16383, 16)
+
+
+def test_thread_counts_are_bounded(photo: Path, tmp_path: Path) -> None:
+    r = dqc("encode", str(photo), "-o", str(tmp_path / "a.dqc"), "--threads", "99999999999999999999")
+    _one_line_error(r, 2)
+    assert b"4096" in r.stderr
+    r = dqc("encode", str(photo), "-o", str(tmp_path / "b.dqc"), "--threads", "4096")
+    assert r.returncode == 0 and b"using" in r.stderr, r.stderr  # lowered to the CPUs here, and said
+    r = dqc("batch", str(photo.parent), str(tmp_path / "d"), "-j", "99999999999999999999")
+    _one_line_error(r, 2)
+
+
+@pytest.mark.parametrize("option", ["-q", "--bpp", "--scale"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-nan"])
+def test_non_finite_numbers_are_usage_errors(photo: Path, tmp_path: Path, option: str, value: str) -> None:
+    r = dqc("encode", str(photo), "-o", str(tmp_path / "x.dqc"), option, value)
+    _one_line_error(r, 2)
+    assert not (tmp_path / "x.dqc").exists()
+
+
+def test_truncated_inputs_name_their_file(tmp_path: Path, small_image: Image.Image) -> None:
+    for suffix in ("png", "jpg"):
+        whole = tmp_path / f"whole.{suffix}"
+        small_image.save(whole)
+        cut = tmp_path / f"cut.{suffix}"
+        cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+        r = dqc("encode", str(cut), "-o", str(tmp_path / "cut.dqc"))
+        _one_line_error(r, 1)
+        assert str(cut).encode() in r.stderr and b"truncated" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_on_decode_exits_130_in_one_line(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    big = np.random.default_rng(0).integers(0, 255, (1024, 1024, 3), np.uint8)
+    src = tmp_path / "big.dqc"
+    src.write_bytes(dqcodec.encode(big, quality=100))
+    for delay in (0.3, 3.0):  # while torch imports, and while decoding
+        out = tmp_path / f"big{delay}.png"
+        run = subprocess.Popen([DQC, "decode", str(src), "-o", str(out)], stderr=subprocess.PIPE,
+                               preexec_fn=default_sigint)  # fmt: skip
+        time.sleep(delay)
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+        assert run.returncode == 130, (delay, run.returncode, stderr)
+        assert stderr.decode().strip().splitlines() == ["dqc: interrupted"], stderr
+        assert list(tmp_path.glob("*.png")) == [] and list(tmp_path.glob(".*")) == []
