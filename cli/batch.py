@@ -403,6 +403,7 @@ def run_dask(
     except ImportError:
         raise DQCError("--scheduler needs Dask: pip install 'dqcodec[dask]'") from None
     import logging
+    import tempfile
 
     cluster = None
     if scheduler == "local":
@@ -412,11 +413,15 @@ def run_dask(
         # threshold: every large tensor is then mmapped afresh and coding takes 1.9x as long
         environ = dask.config.get("distributed.nanny.pre-spawn-environ", {})
         environ = {k: v for k, v in environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
-            cluster = LocalCluster(
-                n_workers=workers or os.cpu_count() or 1, threads_per_worker=threads, processes=True,
-                dashboard_address=None, silence_logs=logging.ERROR,
-            )  # fmt: skip
+        # A Ctrl-C reaches the cluster's processes too (they are in the batch's process group) and
+        # each prints a traceback as it stops: what they write goes to a log file instead.
+        with tempfile.NamedTemporaryFile(prefix="dqc-cluster-", suffix=".log", delete=False) as log:
+            log_path = log.name
+            with _stderr_of_children(log.fileno()), dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+                cluster = LocalCluster(
+                    n_workers=workers or os.cpu_count() or 1, threads_per_worker=threads, processes=True,
+                    dashboard_address=None, silence_logs=logging.CRITICAL,  # rows say what failed
+                )  # fmt: skip
         address = cluster.scheduler_address
     else:
         address = scheduler
@@ -437,6 +442,26 @@ def run_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+            with contextlib.suppress(OSError):
+                os.unlink(log_path)
+
+
+@contextlib.contextmanager
+def _stderr_of_children(fd: int) -> Iterator[None]:
+    """Processes started meanwhile get `fd` as their standard error; this process's sys.stderr
+    stays where it was."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    own = sys.stderr
+    sys.stderr = open(saved, "w", buffering=1, closefd=False)  # noqa: SIM115 - closed below
+    os.dup2(fd, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        sys.stderr.close()
+        sys.stderr = own
+        os.close(saved)
 
 
 def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row], stop: threading.Event) -> int:
