@@ -9,9 +9,15 @@ where the `lpips` package and its weights are already installed (nothing is down
 Learned codecs: the image is analysed once per model, then each quality's granularity map is
 chosen and entropy-coded exactly as `dqcodec.encode` does (same functions); the picture is the
 DQ-VAE decoder's output for those tokens, which the tests show `dqc decode` returns bit for bit.
-`dq` is the default tune "ssim" (DGC gate ranking), `dq-psnr` the tune "psnr". Settings with a
-scale other than 1 code a resampled picture (RSMP, `--scale`), as `dqcodec.encode` does. Rows also
-report what the tokens would cost without the prior (log2(3) bits per region, log2(K) per code).
+`dq` is the default tune "ssim" (DGC gate ranking), `dq-psnr` the tune "psnr", both at effort 0
+(the nearest codes, dqc 0.2's encoder) and an explicit scale. Settings with a scale other than 1
+code a resampled picture (RSMP, `--scale`), as `dqcodec.encode` does. Rows also report what the
+tokens would cost without the prior (log2(3) bits per region, log2(K) per code).
+
+The `ROUND_TRIP` codecs are real round trips through `dqcodec.encode` and `dqcodec.decode` at
+a -q (its path across scales, `qualitymap`) and an effort: `dq-default` is what `dqc encode -q Q`
+writes, with every default; `dq-e5` the highest effort; `dq-psnr-default` and `vqgan-default`
+their tune's and model's defaults.
 Writes kodak_rd.csv and kodak_rd.json under --out. With --codecs, rows of the other codecs are
 kept from an existing kodak_rd.csv there.
 """
@@ -46,11 +52,24 @@ def at(scale: float, *qualities: float) -> list[tuple[float, float]]:
     return [(q, scale) for q in qualities]
 
 
-# (quality, scale) settings; scale is dqc's --scale (1 = the picture at its own size)
+ROUND_TRIP_QUALITIES = (0, 15, 30, 45, 60, 75, 90, 100)
+# codec -> (model, tune, effort: None for the default) of the round-trip codecs
+ROUND_TRIP = {
+    "dq-default": ("dq", "ssim", None),
+    "dq-e5": ("dq", "ssim", 5),
+    "dq-psnr-default": ("dq", "psnr", None),
+    "vqgan-default": ("vqgan", "ssim", None),
+}
+PATH = 0.0  # the "scale" of a setting whose -q chooses its scale (qualitymap)
+# (quality, scale) settings; scale is dqc's --scale (1 = the picture at its own size; PATH: -q's own)
 SETTINGS = {
     "dq": at(0.5, 0, 50) + at(0.71, 50) + at(1, 0, 15, 30, 50, 65, 80, 90, 100) + at(1.5, 30, 50, 65, 100),
     "dq-psnr": at(0.5, 0, 35) + at(0.71, 35) + at(1, 0, 20, 35, 50, 65, 80, 100) + at(1.5, 50, 65, 80, 100),
     "vqgan": at(0.5, 0) + at(0.71, 0, 50, 100) + at(1, 0, 50, 100) + at(1.5, 0, 50, 100),
+    **{
+        codec: [(q, None) for q in ROUND_TRIP_QUALITIES] for codec in ("dq-default", "dq-psnr-default", "vqgan-default")
+    },
+    "dq-e5": [(q, None) for q in ROUND_TRIP_QUALITIES],
     "jpeg": at(1, 5, 10, 20, 30, 50, 75),
     "webp": at(1, 0, 5, 20, 40, 60, 80),
     "avif": at(1, 5, 10, 20, 35, 50, 70),
@@ -110,6 +129,23 @@ def unprior_bits(levels: torch.Tensor, num_codes: int) -> float:
     return levels.numel() * math.log2(3) + codes * math.log2(num_codes)
 
 
+def round_trip(
+    img: Image.Image, quality: float, model: str, tune: str, effort: int | None
+) -> tuple[int, np.ndarray, dict]:
+    """dqcodec.encode at -q `quality` (and `effort`, else its default), then dqcodec.decode."""
+    import dqcodec
+    from dqcodec import bitstream
+
+    t0 = time.process_time()
+    data = dqcodec.encode(
+        img, quality=quality, model=model, tune=tune, **({} if effort is None else {"effort": effort})
+    )
+    encode_cpu = time.process_time() - t0
+    c = bitstream.read(data)
+    extra = {"encode_cpu_s": encode_cpu, "coded_scale": c.coded_width / img.width, "colour_bytes": len(c.colour or b"")}
+    return len(data), np.asarray(dqcodec.decode(data).convert("RGB")), extra
+
+
 def learned_codec(
     m: LoadedModel, a: Analysis, img: Image.Image, quality: float, scale: float
 ) -> tuple[int, np.ndarray, dict]:
@@ -149,7 +185,9 @@ def main() -> None:
             for q, scale in SETTINGS[codec]:
                 t0 = time.perf_counter()
                 extra: dict = {}
-                if codec in LEARNED:
+                if codec in ROUND_TRIP:
+                    size, out, extra = round_trip(img, q, *ROUND_TRIP[codec])
+                elif codec in LEARNED:
                     if (codec, scale) not in analyses:
                         model, tune = LEARNED[codec]
                         m = load_model(model)

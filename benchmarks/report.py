@@ -81,7 +81,7 @@ def bd_cells(test: list[dict], anchor: list[dict], metrics: list[str]) -> str:
 
 def setting(e: dict) -> str:
     scale = e.get("scale", 1.0)
-    return f"q={e['quality']:g}" + ("" if scale == 1 else f" scale {scale:g}")
+    return f"q={e['quality']:g}" + ("" if scale in (0, 1) else f" scale {scale:g}")  # 0: -q's own scale
 
 
 def main() -> None:

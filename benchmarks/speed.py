@@ -5,6 +5,9 @@ cheng2020-anchor (random weights; `benchmarks/compressai_models.py`), on this CP
     python -m benchmarks.speed [--images 6] [--baseline 11c1e41] [--only 'dq q=50,dq --bpp 0.1'] [--stem speed]
                                [--rounds 1]
 
+Settings: 'dq q=50' (-q 50 at scale 1, the default effort), 'dq q=100 scale 1.5', 'dq q=50 effort 0'
+(an effort), 'dq default' (dqcodec.encode with every default: the -q path across scales), 'dq --bpp 0.1'.
+
 Each codec setting runs in a fresh subprocess (so its peak RSS is its own, model loading
 included); times are per image, after one warm-up image, wall clock on all cores, plus the
 process's CPU seconds. The baseline's dqc runs from a git worktree of that commit (its own code
@@ -26,19 +29,25 @@ import sys
 import tempfile
 from pathlib import Path
 
+from dqcodec.effort import MAX_EFFORT
+
 WORKER = r"""
 import io, json, resource, sys, time
 from pathlib import Path
 from PIL import Image
-codec, quality, scale, files = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
+codec, quality, scale, effort = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+files = sys.argv[5:]
 from benchmarks.codecs import LEARNED, pillow_encode
 if codec.removesuffix("-bpp") in LEARNED:
     import dqcodec
     model, tune = LEARNED[codec.removesuffix("-bpp")]
+    options = {"effort": effort} if effort >= 0 else {}  # a baseline commit may predate --effort
     if codec.endswith("-bpp"):  # the setting's number is a target rate
-        enc = lambda im: dqcodec.encode(im, target_bpp=quality, model=model, tune=tune)
+        enc = lambda im: dqcodec.encode(im, target_bpp=quality, model=model, tune=tune, **options)
+    elif quality != quality:  # NaN: every default
+        enc = lambda im: dqcodec.encode(im, model=model, tune=tune, **options)
     else:
-        enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune, scale=scale)
+        enc = lambda im: dqcodec.encode(im, quality=quality, model=model, tune=tune, scale=scale, **options)
     dec = lambda b: dqcodec.decode(b, model=model)
 elif codec.startswith("compressai:"):  # CompressAI's model of that zoo name, random weights
     from benchmarks import compressai_models as cai
@@ -61,16 +70,18 @@ print(json.dumps({"rows": rows, "peak_rss_mb": peak}))
 """
 
 REPO = Path(__file__).resolve().parent.parent
-SETTINGS = [  # codec, quality (a target bpp for "-bpp"), scale (dqc's --scale)
+SETTINGS = [  # codec, quality (a target bpp for "-bpp", NaN for every default), scale (dqc's --scale), effort
     ("jpeg", 50, 1),
     ("webp", 20, 1),
     ("avif", 20, 1),
     ("jxl", 20, 1),
+    ("dq", float("nan"), 1),
     ("dq", 0, 0.5),
     ("dq", 0, 1),
     ("dq", 50, 1),
     ("dq", 100, 1),
     ("dq", 100, 1.5),
+    *(("dq", 50, 1, effort) for effort in range(MAX_EFFORT + 1)),
     ("dq-bpp", 0.05, 1),
     ("dq-bpp", 0.1, 1),
     ("dq-bpp", 0.2, 1),
@@ -81,32 +92,39 @@ SETTINGS = [  # codec, quality (a target bpp for "-bpp"), scale (dqc's --scale)
     ("compressai:mbt2018-mean", 3, 1),
     ("compressai:cheng2020-anchor", 3, 1),
 ]
-BASELINE_SETTINGS = {("dq", 0, 1), ("dq", 50, 1), ("dq", 100, 1)}
+BASELINE_SETTINGS = {"dq default", "dq q=0", "dq q=50", "dq q=100"}  # names: a baseline encodes with its own effort
 
 
-def name(codec: str, quality: float, scale: float) -> str:
+def name(codec: str, quality: float, scale: float, effort: int = -1) -> str:
+    suffix = "" if effort < 0 else f" effort {effort}"
     if codec.endswith("-bpp"):
-        return f"{codec.removesuffix('-bpp')} --bpp {quality}"
-    return f"{codec} q={quality}" + ("" if scale == 1 else f" scale {scale}")
+        return f"{codec.removesuffix('-bpp')} --bpp {quality}{suffix}"
+    if quality != quality:
+        return f"{codec} default{suffix}"
+    return f"{codec} q={quality}" + ("" if scale == 1 else f" scale {scale}") + suffix
 
 
-def parse_name(label: str) -> tuple[str, float, float]:
-    """A setting's name -> (codec, quality, scale), for settings that SETTINGS does not list."""
+def parse_name(label: str) -> tuple[str, float, float, int]:
+    """A setting's name -> (codec, quality, scale, effort), for settings that SETTINGS does not list."""
+    label, _, effort = label.partition(" effort ")
     codec, _, rest = label.partition(" ")
+    e = int(effort) if effort else -1
     if rest.startswith("--bpp "):
-        return f"{codec}-bpp", float(rest.split()[1]), 1
+        return f"{codec}-bpp", float(rest.split()[1]), 1, e
+    if rest == "default":
+        return codec, float("nan"), 1, e
     if rest.startswith("q="):
         quality, _, scale = rest[2:].partition(" scale ")
         q = float(quality)
-        return codec, int(q) if q.is_integer() else q, float(scale or 1)
+        return codec, int(q) if q.is_integer() else q, float(scale or 1), e
     raise SystemExit(f"cannot read the setting {label!r}: e.g. 'dq q=75', 'dq q=100 scale 1.5', 'dq --bpp 0.2'")
 
 
-def run(codec: str, q: float, scale: float, files: list[str], code_root: Path) -> dict:
+def run(codec: str, q: float, scale: float, effort: int, files: list[str], code_root: Path) -> dict:
     """One setting in a fresh process importing dqcodec from `code_root`."""
     path = [str(code_root), str(REPO), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
-    cmd = [sys.executable, "-c", WORKER, codec, str(q), str(scale), *files]
+    cmd = [sys.executable, "-c", WORKER, codec, str(q), str(scale), str(effort), *files]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=code_root)
     if r.returncode:
         raise SystemExit(f"{name(codec, q, scale)} ({code_root}) failed:\n{r.stderr}")
@@ -152,16 +170,18 @@ def main() -> None:
         if args.baseline:
             subprocess.run(["git", "worktree", "add", "--detach", str(base_root), args.baseline], cwd=REPO, check=True)
         try:
-            chosen = [s for s in SETTINGS if not only or name(*s) in only]
-            chosen += [parse_name(label) for label in sorted(only - {name(*s) for s in SETTINGS})]
+            settings = [(*s, -1)[:4] for s in SETTINGS]
+            chosen = [s for s in settings if not only or name(*s) in only]
+            chosen += [parse_name(label) for label in sorted(only - {name(*s) for s in settings})]
             runs: dict[str, list[dict]] = {}
             for i in range(args.rounds):
-                for codec, q, scale in chosen:
-                    pair = [(name(codec, q, scale), REPO)]
-                    if args.baseline and (codec, q, scale) in BASELINE_SETTINGS:
-                        pair.append((name(codec, q, scale) + f" ({args.baseline})", base_root))
+                for codec, q, scale, effort in chosen:
+                    label = name(codec, q, scale, effort)
+                    pair = [(label, REPO)]
+                    if args.baseline and label in BASELINE_SETTINGS:
+                        pair.append((label + f" ({args.baseline})", base_root))
                     for label, root in pair[:: 1 if i % 2 == 0 else -1]:  # either goes first in turn
-                        runs.setdefault(label, []).append(run(codec, q, scale, files, root))
+                        runs.setdefault(label, []).append(run(codec, q, scale, effort, files, root))
             results = {label: summary(r) for label, r in runs.items()}
         finally:
             if args.baseline:

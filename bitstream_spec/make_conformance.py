@@ -1,88 +1,130 @@
-"""Regenerate the conformance vectors (run after the shipped weights change).
+"""Add the conformance vectors of this release (run after the format or the shipped weights change).
 
     python bitstream_spec/make_conformance.py
 
-Valid vectors: small crops of scikit-image photos at several qualities and tunes (two of them
-resampled, with an RSMP chunk), with the decoded picture (PNG) and, in expected.json, the header
-fields, each tile's symbol CRC and the digests of the symbols and tokens (FORMAT.md section 9),
-which every conforming decoder reproduces exactly; the picture within MAX_PIXEL_DIFF.
+Files of earlier releases are never regenerated: they stay as those releases wrote them, with
+their expected digests, and every later dqc must keep decoding them (FORMAT.md section 9). This
+writes the vectors of the current release, named `<RELEASE>_*.dqc`, and replaces only those.
+
+Valid vectors: small crops of scikit-image photos and flat colours at several qualities, tunes
+and efforts (some resampled, with an RSMP chunk; most with a CCOR colour correction), with the
+decoded picture (PNG) and, in expected.json, the header fields, each tile's symbol CRC and the
+digests of the symbols, tokens and colour offsets (section 9), which every conforming decoder
+reproduces exactly; the picture within MAX_PIXEL_DIFF.
 Invalid vectors: files a reader must refuse, with the error class it must raise.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from skimage import data
 
 import dqcodec
+from dqcodec import bitstream
 from dqcodec.codec import decode_tokens
 from dqcodec.coding import digests
+from dqcodec.shipped import model_name
 from dqcodec.tokens import Schedule
 
 HERE = Path(__file__).parent / "conformance"
+RELEASE = "v3"  # the prefix of this release's vectors
 MAX_PIXEL_DIFF = 2  # the synthesis transform is float: another machine may round a pixel otherwise
 
 
-def main() -> None:
-    HERE.mkdir(exist_ok=True)
-    sources = {
+def reference_module():
+    spec = importlib.util.spec_from_file_location("reference_prior", Path(__file__).parent / "reference_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def sources() -> dict[str, Image.Image]:
+    flat = np.broadcast_to(np.array([200, 30, 40], np.uint8), (64, 64, 3))
+    return {
         "astronaut": Image.fromarray(data.astronaut()[40:120, 160:280]),
         "coffee_gray": Image.fromarray(data.coffee()[100:164, 200:300]).convert("L"),
         "chelsea_wide": Image.fromarray(data.chelsea()[100:148, 0:300]),
         "rocket_psnr": Image.fromarray(data.rocket()[150:246, 200:360]),
         "astronaut_4tiles": Image.fromarray(data.astronaut()[20:300, 100:400]),
+        "flat_red": Image.fromarray(flat.copy()),
+        "camera_gray": Image.fromarray(data.camera()[100:196, 100:260]),
     }
-    valid = []
-    settings = [(name, q, 1.0, "ssim") for name in ("astronaut", "coffee_gray", "chelsea_wide") for q in (0, 50, 100)]
-    settings += [("astronaut", 25, 1.0, "ssim"), ("astronaut", 75, 1.0, "ssim"), ("astronaut_4tiles", 70, 1.0, "ssim")]
-    settings += [("astronaut", 50, 0.5, "ssim"), ("chelsea_wide", 50, 1.5, "ssim"), ("rocket_psnr", 60, 1.0, "psnr")]
-    for name, q, scale, tune in settings:
-        img = sources[name]
-        blob = dqcodec.encode(img, quality=q, scale=scale, tune=tune)
-        stem = f"{name}_q{q}" + ("" if scale == 1 else f"_scale{scale:g}")
-        (HERE / f"{stem}.dqc").write_bytes(blob)
-        out = dqcodec.decode(blob)
-        out.save(HERE / f"{stem}.png")
-        c, tokens = decode_tokens(blob)
-        symbols_sha, tokens_sha = digests(tokens.levels[0], tuple(i[0] for i in tokens.idx), Schedule(c.header.periods))
-        valid.append(
-            {
-                "file": f"{stem}.dqc",
-                "decoded": f"{stem}.png",
-                "width": c.header.width,
-                "height": c.header.height,
-                "coded_width": c.coded_width,
-                "coded_height": c.coded_height,
-                "color": c.header.color,
-                "tiles": len(c.tiles),
-                "symbol_crcs": [t.symbol_crc for t in c.tiles],
-                "symbols_sha256": symbols_sha,
-                "tokens_sha256": tokens_sha,
-                "levels": [int((tokens.levels == lv).sum()) for lv in range(3)],
-                "max_pixel_diff": MAX_PIXEL_DIFF,
-            }
+
+
+# (source, -q, tune, effort, scale or None for -q's own)
+SETTINGS = [
+    ("astronaut", 0, "ssim", None, None),
+    ("astronaut", 50, "ssim", None, None),
+    ("astronaut", 100, "ssim", None, None),
+    ("astronaut", 50, "ssim", 0, None),
+    ("coffee_gray", 50, "ssim", None, None),
+    ("chelsea_wide", 30, "ssim", None, None),
+    ("chelsea_wide", 50, "ssim", None, 1.5),
+    ("rocket_psnr", 60, "psnr", None, None),
+    ("astronaut_4tiles", 70, "ssim", None, None),
+    ("flat_red", 50, "ssim", None, None),
+    ("camera_gray", 60, "ssim", None, None),
+]
+
+
+def entry(stem: str, blob: bytes) -> dict:
+    c, tokens = decode_tokens(blob)
+    symbols_sha, tokens_sha = digests(tokens.levels[0], tuple(i[0] for i in tokens.idx), Schedule(c.header.periods))
+    offsets = reference_module().colour_offsets(blob)
+    return {
+        "file": f"{stem}.dqc",
+        "decoded": f"{stem}.png",
+        "version": c.version,
+        "model": model_name(c.header.model_id),
+        "width": c.header.width,
+        "height": c.header.height,
+        "coded_width": c.coded_width,
+        "coded_height": c.coded_height,
+        "color": c.header.color,
+        "tiles": len(c.tiles),
+        "symbol_crcs": [t.symbol_crc for t in c.tiles],
+        "symbols_sha256": symbols_sha,
+        "tokens_sha256": tokens_sha,
+        "colour_sha256": None if offsets is None else reference_module().colour_digest(offsets),
+        "levels": [int((tokens.levels == lv).sum()) for lv in range(3)],
+        "settings": None if c.settings is None else str(c.settings),
+        "max_pixel_diff": MAX_PIXEL_DIFF,
+    }
+
+
+def main() -> None:
+    HERE.mkdir(exist_ok=True)
+    expected = json.loads((HERE / "expected.json").read_text())
+    valid = [v for v in expected["valid"] if not v["file"].startswith(f"{RELEASE}_")]
+    pictures = sources()
+    for name, q, tune, effort, scale in SETTINGS:
+        options = {} if effort is None else {"effort": effort}
+        blob = dqcodec.encode(pictures[name], quality=q, tune=tune, scale=scale, **options)
+        stem = (
+            f"{RELEASE}_{name}_q{q}" + ("" if effort is None else f"_e{effort}") + (f"_scale{scale:g}" if scale else "")
         )
-    good = (HERE / "astronaut_q50.dqc").read_bytes()
+        (HERE / f"{stem}.dqc").write_bytes(blob)
+        dqcodec.decode(blob).save(HERE / f"{stem}.png")
+        valid.append(entry(stem, blob))
+    good = (HERE / f"{RELEASE}_flat_red_q50.dqc").read_bytes()
+    assert bitstream.read(good).colour is not None
     bad_version = bytearray(good)
-    bad_version[8] = 3
-    bad_crc = bytearray(good)
-    bad_crc[30] ^= 0xFF
+    bad_version[8] = 9
     invalid = {
-        "truncated.dqc": (good[: len(good) // 2], "FormatError"),
         "bad_version.dqc": (bytes(bad_version), "FormatError"),
-        "bad_chunk_crc.dqc": (bytes(bad_crc), "FormatError"),
-        "no_end.dqc": (good[:-12], "FormatError"),
+        f"{RELEASE}_ccor_in_version2.dqc": (good[:8] + bytes([2]) + good[9:], "FormatError"),
     }
     for fname, (blob, _) in invalid.items():
         (HERE / fname).write_bytes(blob)
-    # version1.dqc (a file of dqc 0.1, float prior) stays as it is: version 2 readers refuse it
-    invalid["version1.dqc"] = (b"", "FormatError")
-    expected = {"valid": valid, "invalid": [{"file": f, "error": e} for f, (_, e) in invalid.items()]}
+    kept = [v for v in expected["invalid"] if v["file"] not in invalid]
+    expected = {"valid": valid, "invalid": kept + [{"file": f, "error": e} for f, (_, e) in invalid.items()]}
     (HERE / "expected.json").write_text(json.dumps(expected, indent=1) + "\n")
-    print(f"wrote {len(valid)} valid and {len(invalid)} invalid vectors to {HERE}")
+    print(f"wrote {len(SETTINGS)} valid and {len(invalid)} invalid vectors of {RELEASE} to {HERE}")
 
 
 if __name__ == "__main__":

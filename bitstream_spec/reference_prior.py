@@ -3,7 +3,7 @@
 It shares no code with dqcodec (no torch either): it reads the prior's .npz weights, builds the
 tables from their exact formulas, orders a tile's tokens as section 4 says, and computes every
 group's frequency table with int64 arithmetic. With constriction (the range coder of section 4)
-it also decodes a file's tiles to tokens.
+it also decodes a file's tiles to tokens, and its colour correction's offsets (section 10).
 
     python bitstream_spec/reference_prior.py dqcodec/weights/prior_dq.npz FILE.dqc
 
@@ -286,6 +286,58 @@ def decode_file(prior: ReferencePrior, data: bytes) -> tuple[list[list[int]], np
     return symbols, levels, idx
 
 
+# ----- the colour correction (section 10) -----------------------------------------------------
+def read_colour(data: bytes) -> tuple[tuple[int, int], bytes | None]:
+    """(width, height) of HEAD and the CCOR payload, None where the file has none."""
+    pos, size, payload = 9, None, None
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"HEAD":
+            size = struct.unpack_from(">II", data, pos + 8)
+        elif kind == b"CCOR":
+            payload = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    assert size is not None
+    return size, payload
+
+
+def colour_offsets(data: bytes) -> np.ndarray | None:
+    """The offsets (channels, gh, gw) of a file's CCOR chunk (section 10.1-10.2), None without one."""
+    import constriction
+
+    (width, height), payload = read_colour(data)
+    if payload is None:
+        return None
+    block_log2, _step, channels, decay = struct.unpack_from(">BBBH", payload)
+    block = 2**block_log2
+    gh, gw = -(-height // block), -(-width // block)
+    h = [2**16]
+    for _ in range(254):
+        h.append(max(1, (h[-1] * decay) >> 16))
+    raw = np.array(h[:0:-1] + h, dtype=np.int64)
+    scale = ((2**20 - 509) << 32) // int(raw.sum())
+    f = 1 + ((raw * scale) >> 32)
+    f[254] += 2**20 - int(f.sum())
+    model = constriction.stream.model.Categorical(f.astype(np.float64) / 2**20, perfect=False)
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload[5:], dtype="<u4").astype(np.uint32))
+    residuals = np.asarray(dec.decode(model, gh * gw * channels), dtype=np.int64).reshape(gh, gw, channels) - 254
+    q = np.zeros((channels, gh, gw), dtype=np.int64)
+    for c in range(channels):
+        for y in range(gh):
+            for x in range(gw):
+                a = q[c, y, x - 1] if x else 0
+                b = q[c, y - 1, x] if y else 0
+                ul = q[c, y - 1, x - 1] if x and y else 0
+                pred = min(a, b) if ul >= max(a, b) else max(a, b) if ul <= min(a, b) else a + b - ul
+                q[c, y, x] = residuals[y, x, c] + pred
+    return q
+
+
+def colour_digest(offsets: np.ndarray) -> str:
+    """SHA-256 of the offsets as little-endian int16, channel by channel, rows in raster order."""
+    return hashlib.sha256(offsets.astype("<i2").tobytes()).hexdigest()
+
+
 def token_digest(levels: np.ndarray, idx: list[np.ndarray]) -> str:
     """SHA-256 of the map (a byte per region) and each level's codes in its regions (uint16 LE)."""
     h = hashlib.sha256(levels.astype(np.uint8).tobytes())
@@ -303,6 +355,9 @@ def main() -> None:
         print(f"tile {i}: {len(s)} symbols, crc {zlib.crc32(np.asarray(s, dtype='<i4').tobytes())}")
     print("symbols_sha256", hashlib.sha256(b"".join(np.asarray(s, dtype="<i4").tobytes() for s in symbols)).hexdigest())
     print("tokens_sha256", token_digest(levels, idx))
+    offsets = colour_offsets(data)
+    if offsets is not None:
+        print("colour_sha256", colour_digest(offsets))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from dqcodec.cli.files import (
 from dqcodec.errors import DQCError
 from dqcodec.fileio import claim, sweep_stale, write_atomic
 
-MANIFEST_DIR = "dqc-manifest"
+MANIFEST_DIR = "dqc-manifest"  # of encode runs, under DST
+DECODE_MANIFEST_DIR = ".dqc-manifest"  # of --decode runs: hidden, out of the decoded pictures' way
 # an object store's manifest part is written at most this many rows or seconds apart
 PART_ROWS, PART_SECONDS = 1000, 30.0
 # a local manifest reserves the disk space of its rows before the run (so that a disk that fills
@@ -73,6 +74,28 @@ class Row:
     error: str | None = None
     notes: list[str] = field(default_factory=list)
     needed: int | None = None  # bytes of the output that did not fit on a full disk
+    kind: str = "encode"  # or "decode": what the output is (a .dqc file or a picture)
+    settings: dict | None = None  # of an encode (EncodeSettings.summary), to tell a rerun with other ones
+
+
+def count(n: int, noun: str) -> str:
+    """'1 file', '2 files', '2 processes'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}{'es' if noun.endswith('s') else 's'}"
+
+
+def check_destination(dst: str) -> None:
+    """A local DST must be a folder this process can write (made if missing): one error, before any job."""
+    fs, root = url_to_fs(dst)
+    if not is_local(fs):
+        return
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise DQCError(f"{dst}: cannot make the folder ({e.strerror or e})") from None
+    if not os.path.isdir(root):
+        raise DQCError(f"{dst}: not a folder")
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise DQCError(f"{dst}: the folder cannot be written")
 
 
 def url_to_fs(url: str) -> tuple:
@@ -91,7 +114,8 @@ def code_one(job: Job) -> Row:
     """One file, on any worker: read, code, write, and say how it went. Bad input is a failed row,
     not an exception, so a cluster never retries it."""
     t0 = time.perf_counter()
-    row = Row(job.source, job.output)
+    row = Row(job.source, job.output, kind="decode" if job.decode else "encode",
+              settings=None if job.decode else job.settings.summary())  # fmt: skip
     code, message = outcome(lambda: _code(job, row))
     if code:
         row.status, row.error = "fail", message if message.startswith(job.source) else f"{job.source}: {message}"
@@ -129,7 +153,8 @@ def _code_and_put(job: Job, row: Row, fs: object, path: str) -> None:
     src_fs, src_path = url_to_fs(job.source)
     data = src_fs.cat_file(src_path)
     if job.decode:
-        result, (w, h) = decode_bytes(job.source, data, job.image_format, job.settings.model, 1, "cpu", job.allow_large)
+        result, (w, h) = decode_bytes(job.source, data, job.image_format, job.settings.model, 1, "cpu", job.allow_large,
+                                      job.settings.output_quality)  # fmt: skip
         row.bpp = 8 * len(data) / (w * h)
     else:
         result, (w, h), row.notes = encode_bytes(job.source, data, job.settings, 1, "cpu", job.allow_large)
@@ -153,38 +178,65 @@ def code_one_in_pool(job: Job) -> Row:
 
 def list_jobs(
     src: str, dst: str, decode: bool, image_suffix: str, image_format: str, settings: EncodeSettings,
-    overwrite: bool, allow_large: bool, suffixes: set[str],
-) -> tuple[list[Job], list[Row]]:  # fmt: skip
-    """The jobs for every input under src, and the rows of inputs settled without one: failed
-    where two would share an output, skipped where DST already has it (one listing of DST, not
-    a task each)."""
+    overwrite: bool, allow_large: bool, suffixes: set[str], update: bool = False,
+) -> tuple[list[Job], list[Row], list[str]]:  # fmt: skip
+    """The jobs for every input under src, the rows of inputs settled without one (failed where
+    two would share an output, skipped where DST already has it: one listing of DST, not a task
+    each), and the outputs DST has that its manifest says were made with other settings than
+    these (redone with `update`)."""
     src_fs, src_root = url_to_fs(src)
     dst_fs, dst_root = url_to_fs(dst)
     if not src_fs.isdir(src_root):
         raise DQCError(f"{src}: there is no folder there")
-    new_suffix = image_suffix if decode else ".dqc"
+    kind = "decode" if decode else "encode"
+    new_suffix = f".dqc{image_suffix}" if decode else ".dqc"  # photo.dqc -> photo.dqc.png, never photo.png
     pairs = []
     for path in sorted(src_fs.find(src_root)):
         rel = path[len(src_root.rstrip("/")) :].lstrip("/")
         stem, dot, suffix = rel.rpartition(".")
-        if not dot or f".{suffix.lower()}" not in suffixes or rel.split("/")[0] == MANIFEST_DIR:
+        if not dot or f".{suffix.lower()}" not in suffixes or rel.split("/")[0] in (MANIFEST_DIR, DECODE_MANIFEST_DIR):
             continue
         out = f"{dst_root.rstrip('/')}/{stem}{new_suffix}"
         pairs.append((_url(src_fs, path), _url(dst_fs, out)))
     shared = {out for out, n in Counter(out for _, out in pairs).items() if n > 1}  # photo.png and photo.jpg
     settled = [
-        Row(s, out, status="fail", error=f"{s}: another file under {src} also becomes {out}; rename one", worker="")
+        Row(
+            s,
+            out,
+            status="fail",
+            error=f"{s}: another file under {src} also becomes {out}; rename one",
+            worker="",
+            kind=kind,
+        )
         for s, out in pairs
         if out in shared
     ]
     existing = set() if overwrite or not dst_fs.isdir(dst_root) else {_url(dst_fs, p) for p in dst_fs.find(dst_root)}
-    settled += [Row(s, out, status="skip", worker="") for s, out in pairs if out in existing and out not in shared]
-    jobs = [
-        Job(s, out, decode, image_format, settings, overwrite, allow_large)
+    changed = [] if decode else changed_outputs(dst, existing, settings.summary())
+    redo = set(changed) if update else set()
+    settled += [
+        Row(s, out, status="skip", worker="", kind=kind)
         for s, out in pairs
-        if out not in shared and out not in existing
+        if out in existing and out not in shared and out not in redo
     ]
-    return jobs, settled
+    jobs = [
+        Job(s, out, decode, image_format, settings, overwrite or out in redo, allow_large)
+        for s, out in pairs
+        if out not in shared and (out not in existing or out in redo)
+    ]
+    return jobs, settled, changed
+
+
+def changed_outputs(dst: str, existing: set[str], settings: dict) -> list[str]:
+    """The outputs among `existing` whose latest manifest row says they were made with other settings."""
+    if not existing:
+        return []
+    try:
+        rows = read_manifest(dst)
+    except DQCError:
+        return []
+    made = {r["output"]: r.get("settings") for r in rows if r.get("status") == "ok"}
+    return sorted(out for out in existing if made.get(out) is not None and made[out] != settings)
 
 
 def _url(fs: object, path: str) -> str:
@@ -192,15 +244,16 @@ def _url(fs: object, path: str) -> str:
 
 
 class Manifest:
-    """The run's rows in DST/dqc-manifest/. On a local disk, one file <run>.jsonl, a row appended
+    """The run's rows in DST/dqc-manifest/ (DST/.dqc-manifest/ for a --decode run, whose DST holds
+    pictures). On a local disk, one file <run>.jsonl, a row appended
     (and flushed) as each input settles, in disk space reserved before the run for every row it
     will write, so that a disk that fills up meanwhile loses none; on an object store, which
     cannot append, parts <run>-<part>.jsonl written whole, so a killed run loses at most its last
     part."""
 
-    def __init__(self, dst: str, expected_rows: int = 0) -> None:
+    def __init__(self, dst: str, expected_rows: int = 0, decode: bool = False) -> None:
         self.fs, root = url_to_fs(dst)
-        self.folder = f"{root.rstrip('/')}/{MANIFEST_DIR}"
+        self.folder = f"{root.rstrip('/')}/{DECODE_MANIFEST_DIR if decode else MANIFEST_DIR}"
         self.run = time.strftime("%Y%m%dT%H%M%S") + f"-{os.getpid()}"
         self.rows: list[Row] = []
         self.part, self.written_at = 0, time.monotonic()
@@ -269,13 +322,15 @@ class Manifest:
 
 
 def read_manifest(dst: str) -> list[dict]:
-    """Every row of every run under DST, oldest first."""
+    """Every row of every run under DST (encode and --decode runs), oldest first."""
     fs, root = url_to_fs(dst)
-    folder = f"{root.rstrip('/')}/{MANIFEST_DIR}"
-    if not fs.isdir(folder):
+    folders = [f"{root.rstrip('/')}/{name}" for name in (MANIFEST_DIR, DECODE_MANIFEST_DIR)]
+    folders = [folder for folder in folders if fs.isdir(folder)]
+    if not folders:
         raise DQCError(f"{dst}: no {MANIFEST_DIR}/ there (not the DST of a dqc batch)")
+    parts = [p for folder in folders for p in fs.ls(folder, detail=False) if p.endswith(".jsonl")]
     rows = []
-    for part in sorted(p for p in fs.ls(folder, detail=False) if p.endswith(".jsonl")):
+    for part in sorted(parts, key=lambda p: p.rsplit("/", 1)[-1]):  # run names start with their time
         for line in fs.cat_file(part).decode().splitlines():
             try:
                 rows.append(json.loads(line))
@@ -285,27 +340,32 @@ def read_manifest(dst: str) -> list[dict]:
 
 
 def report(dst: str) -> str:
-    """A summary of DST's manifest: each input's latest row that coded it or failed (a skip only
-    says an earlier run made it)."""
+    """A summary of DST's manifest: each output's latest row that made it or failed (a skip only
+    says an earlier run made it), encodes (.dqc files, bpp) apart from decodes (pictures)."""
     latest: dict[str, dict] = {}
     for r in read_manifest(dst):
-        if r["status"] != "skip" or r["source"] not in latest:
-            latest[r["source"]] = r
+        if r["status"] != "skip" or r["output"] not in latest:
+            latest[r["output"]] = r
     rows = list(latest.values())
     counts = Counter(r["status"] for r in rows)
-    made = [r for r in rows if r["status"] == "ok"]
     lines = [
-        f"{dst}: {len(rows)} inputs: {counts['ok']} coded, {counts['fail']} failed, {counts['skip']} found done "
-        "(made before the manifest)",
+        f"{dst}: {count(len(rows), 'input')}: {counts['ok']} coded, {counts['fail']} failed, {counts['skip']} found "
+        "done (made before the manifest)",
     ]
-    if made:
+    for kind, noun in (("encode", ".dqc file"), ("decode", "picture")):
+        made = [r for r in rows if r["status"] == "ok" and r.get("kind", "encode") == kind]
+        if not made:
+            continue
         total = sum(r["bytes"] or 0 for r in made)
         seconds = sum(r["seconds"] for r in made)
-        bpps = [r["bpp"] for r in made if r["bpp"] is not None]
         workers = len({r["worker"] for r in made})
+        rate = ""
+        if kind == "encode":
+            bpps = [r["bpp"] for r in made if r["bpp"] is not None]
+            rate = f", mean {sum(bpps) / max(1, len(bpps)):.4f} bpp"
         lines.append(
-            f"coded: {total} bytes, mean {sum(bpps) / max(1, len(bpps)):.4f} bpp, {seconds:.1f} worker-seconds "
-            f"({seconds / len(made):.2f} s a file) on {workers} worker process(es)"
+            f"{kind}d: {count(len(made), noun)}, {total} bytes{rate}, {seconds:.1f} worker-seconds "
+            f"({seconds / len(made):.2f} s a file) on {count(workers, 'worker process')}"
         )
     failed = [r for r in rows if r["status"] == "fail"]
     lines += [f"failed: {r['error']}" for r in failed[:20]]
@@ -315,45 +375,64 @@ def report(dst: str) -> str:
 
 
 class Progress:
-    """A bar with counts and an ETA on a terminal; a plain line every PLAIN_PROGRESS_SECONDS otherwise."""
+    """A tqdm bar (files done, ok/skipped/failed, ETA) on a terminal; without one, a plain line
+    every PLAIN_PROGRESS_SECONDS. Notes and errors print above the bar. The tallies add up to
+    the inputs: skipped and failed-before-start inputs count from the start."""
 
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.monotonic()
+    def __init__(self, total: int, settled: list[Row], quiet: bool = False) -> None:
+        self.total, self.start = total + len(settled), time.monotonic()
         self.counts = Counter({"ok": 0, "skip": 0, "fail": 0})
+        for row in settled:
+            self.counts[row.status] += 1
+        self.done = len(settled)
         self.bytes_made = 0
-        self.tty, self.shown_at = sys.stderr.isatty(), 0.0
+        self.quiet = quiet
+        self.tty, self.shown_at = sys.stderr.isatty(), time.monotonic()
+        self.bar = None
+        if self.tty and not quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self.done, unit="file", file=sys.stderr, dynamic_ncols=True,
+                            desc="dqc batch", leave=True)  # fmt: skip
+            self._postfix()
 
     def update(self, row: Row) -> None:
         self.done += 1
         self.counts[row.status] += 1
         self.bytes_made += (row.bytes or 0) if row.status == "ok" else 0
-        for note in row.notes:
-            self._echo(f"dqc: note: {row.source}: {note}")
+        if not self.quiet:
+            for note in row.notes:
+                self.echo(f"dqc: note: {row.source}: {note}")
         if row.status == "fail":
-            self._echo(f"dqc: error: {row.error}")
-        now = time.monotonic()
-        if self.tty:
-            click.echo("\r" + self.line(now), err=True, nl=False)
-        elif now - self.shown_at >= PLAIN_PROGRESS_SECONDS or self.done == self.total:
-            click.echo(self.line(now), err=True)
-            self.shown_at = now
+            self.echo(f"dqc: error: {row.error}")
+        if self.bar is not None:
+            self._postfix()
+            self.bar.update(1)
+        elif not self.quiet and time.monotonic() - self.shown_at >= PLAIN_PROGRESS_SECONDS and self.done < self.total:
+            click.echo(f"dqc: {self.done}/{self.total} files, {self.tallies()}", err=True)
+            self.shown_at = time.monotonic()
 
-    def line(self, now: float) -> str:
-        elapsed = now - self.start
-        eta = elapsed / self.done * (self.total - self.done) if self.done else 0.0
-        bar = "#" * (30 * self.done // max(1, self.total))
+    def tallies(self) -> str:
         c = self.counts
-        return (
-            f"[{bar:<30}] {self.done}/{self.total} ok {c['ok']} skipped {c['skip']} failed {c['fail']} "
-            f"{elapsed:.0f} s, ETA {eta:.0f} s"
-        )
+        return f"ok {c['ok']}, skipped {c['skip']}, failed {c['fail']}"
 
-    def _echo(self, text: str) -> None:
-        click.echo(("\r\033[K" if self.tty else "") + text, err=True)
+    def _postfix(self) -> None:
+        assert self.bar is not None
+        self.bar.set_postfix_str(self.tallies(), refresh=False)
+
+    def echo(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
 
     def close(self) -> None:
-        if self.tty:
-            click.echo("", err=True)
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if not self.quiet:
+            elapsed = time.monotonic() - self.start
+            click.echo(f"dqc: {count(self.total, 'file')}: {self.tallies()} ({elapsed:.0f} s)", err=True)
 
 
 def run_pool(jobs: list[Job], workers: int, stop: threading.Event) -> Iterator[Row]:
@@ -464,21 +543,24 @@ def _stderr_of_children(fd: int) -> Iterator[None]:
         os.close(saved)
 
 
-def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row], stop: threading.Event) -> int:
+def run_batch(
+    jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row], stop: threading.Event, quiet: bool = False,
+    decode: bool = False,
+) -> int:  # fmt: skip
     """Report and record every row (those `list_jobs` settled first); returns the number of failed
     inputs. A full disk stops the run (`stop`: the jobs not started are cancelled), said once
     with the bytes it needs."""
-    progress, manifest = Progress(len(jobs)), Manifest(dst, len(jobs) + len(settled))
+    manifest = Manifest(dst, len(jobs) + len(settled), decode=decode)
     manifest.open()
+    skipped = sum(row.status == "skip" for row in settled)
+    if skipped and not quiet:
+        click.echo(f"dqc: {count(skipped, 'file')} done already (the outputs exist); skipping "
+                   f"{'it' if skipped == 1 else 'them'}", err=True)  # fmt: skip
+    progress = Progress(len(jobs), settled, quiet)
     for row in settled:
-        progress.counts[row.status] += 1
         manifest.add(row)
         if row.status == "fail":
-            click.echo(f"dqc: error: {row.error}", err=True)
-    if progress.counts["skip"]:
-        click.echo(
-            f"dqc: {progress.counts['skip']} files are done already (their outputs exist); skipping them", err=True
-        )
+            progress.echo(f"dqc: error: {row.error}")
     disk_full: Row | None = None
     try:
         for row in rows:
@@ -494,7 +576,9 @@ def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row]
         manifest.close()
         # not waiting for the jobs: local workers see this process end and stop, removing their
         # temp files; a rerun resumes
-        click.echo(f"\ndqc: interrupted; {progress.counts['ok']} files made, rerun to resume", err=True)
+        if progress.bar is not None:
+            progress.bar.close()
+        click.echo(f"\ndqc: interrupted; {count(progress.counts['ok'], 'file')} made, rerun to resume", err=True)
         sys.stderr.flush()
         os._exit(130)
     finally:
@@ -504,12 +588,12 @@ def run_batch(jobs: list[Job], settled: list[Row], dst: str, rows: Iterator[Row]
     if is_local(fs):  # what killed runs of dqc left beside these outputs
         sweep_stale(Path(url_to_fs(r.output)[1]) for r in [*settled, *(Row(j.source, j.output) for j in jobs)])
     if disk_full is not None:
-        left = len(jobs) - progress.done
+        left = progress.total - progress.done
         mean = (progress.bytes_made / progress.counts["ok"]) if progress.counts["ok"] else disk_full.needed or 0
         click.echo(
             f"dqc: error: {dst}: the disk is full: {disk_full.output} needed {disk_full.needed} bytes, and the "
-            f"{left} files not coded about {_size(mean * left)} more; {progress.counts['ok']} files made are kept, "
-            "free some space and rerun to resume",
+            f"{count(left, 'file')} not coded about {_size(mean * left)} more; {count(progress.counts['ok'], 'file')} "
+            "made are kept, free some space and rerun to resume",
             err=True,
         )
         return progress.counts["fail"]

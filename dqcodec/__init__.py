@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from typing import TYPE_CHECKING  # noqa: E402
 
 from dqcodec.errors import (  # noqa: E402
+    CorruptFileError,
     DQCError,
     DQCWarning,
     FormatError,
@@ -27,6 +28,7 @@ __all__ = [
     "DQCError",
     "FormatError",
     "IntegrityError",
+    "CorruptFileError",
     "ModelMismatchError",
     "SizeLimitError",
     "DQCWarning",

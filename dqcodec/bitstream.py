@@ -4,8 +4,8 @@
     chunk  = length:u32be type:4 ascii payload:length bytes crc32(type + payload):u32be
 
 Chunks: HEAD (first, once), optional RSMP (coded picture size, before any TILE), TILE (one per
-tile, in raster order), optional ICCP and EXIF, and END (last, empty). Integers are big-endian.
-Every failure raises FormatError (or its kin).
+tile, in raster order), optional CCOR (colour correction, version 3), ICCP and EXIF, and END
+(last, empty). Integers are big-endian. Every failure raises FormatError (or its kin).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-from dqcodec.errors import FormatError, ModelMismatchError
+from dqcodec.errors import CorruptFileError, FormatError, ModelMismatchError
 
 SIGNATURE = b"\x89DQC\r\n\x1a\n"
-FORMAT_VERSION = 2  # 1: dqc 0.1, float prior (files decoded only on machines of the kind that wrote them)
+FORMAT_VERSION = 3  # of files with a CCOR chunk; one without is written as version 2 (dqc 0.2 reads it)
+READ_VERSIONS = (2, 3)  # 1: dqc 0.1, float prior (files decoded only on machines of the kind that wrote them)
 MODEL_ID_BYTES = 16
 COLOR_RGB, COLOR_GRAY = 0, 1
 _HEAD = struct.Struct(">IIBH16sHH4BB")
@@ -27,7 +28,44 @@ MAX_CHUNK = 1 << 30
 # Group periods a file may use: 8 gives 64 prior passes per stream (the encoder writes 4); a larger
 # period multiplies the passes a decoder runs before a corrupt tile's CRC can refuse it (64: 4096).
 MAX_PERIOD = 8
-ONCE = (b"HEAD", b"RSMP", b"ICCP", b"EXIF", b"xmp ")  # chunks a file may hold at most once
+ONCE = (b"HEAD", b"RSMP", b"CCOR", b"ICCP", b"EXIF", b"xmp ", b"sett")  # chunks a file may hold at most once
+_SETT = struct.Struct(">3BBfBBB")
+SETTINGS_MODES = ("quality", "bpp", "target")
+SETTINGS_METRICS = ("psnr", "ms-ssim", "ssimulacra2")
+SETTINGS_TUNES = ("ssim", "psnr")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the file was made (the ancillary `sett` chunk, informational: decoders may skip it)."""
+
+    dqc: tuple[int, int, int]  # the version of dqc that wrote it
+    mode: str  # "quality" (-q), "bpp" (--bpp) or "target" (--target)
+    value: float  # the -q, the target rate or the target's value
+    metric: str  # of a target ("psnr" otherwise)
+    tune: str
+    effort: int
+
+    def pack(self) -> bytes:
+        mode, metric, tune = (SETTINGS_MODES.index(self.mode), SETTINGS_METRICS.index(self.metric),
+                              SETTINGS_TUNES.index(self.tune))  # fmt: skip
+        return _SETT.pack(*self.dqc, mode, self.value, metric, tune, self.effort)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Settings | None:
+        """None where the payload is not one this dqc reads (it is informational: never an error)."""
+        if len(payload) < _SETT.size:
+            return None
+        *dqc, mode, value, metric, tune, effort = _SETT.unpack_from(payload)
+        if mode >= len(SETTINGS_MODES) or metric >= len(SETTINGS_METRICS) or tune >= len(SETTINGS_TUNES):
+            return None
+        return cls(tuple(dqc), SETTINGS_MODES[mode], value, SETTINGS_METRICS[metric], SETTINGS_TUNES[tune], effort)
+
+    def __str__(self) -> str:
+        how = {"quality": f"-q {self.value:g}", "bpp": f"--bpp {self.value:g}"}.get(
+            self.mode, f"--target {self.metric}={self.value:g}"
+        )
+        return f"{how} --tune {self.tune} --effort {self.effort} (dqc {'.'.join(map(str, self.dqc))})"
 
 
 @dataclass(frozen=True)
@@ -113,6 +151,9 @@ class Container:
     extra: list[tuple[bytes, bytes]] = field(default_factory=list)  # unknown ancillary chunks, kept
     coded_size: tuple[int, int] | None = None  # (width, height) of the coded picture when it was resampled
     xmp: bytes | None = None  # XMP packet of the source image (ancillary: readers may skip it)
+    colour: bytes | None = None  # CCOR payload: the colour correction (`dqcodec.colour`), version 3
+    version: int = FORMAT_VERSION
+    settings: Settings | None = None  # how the file was made (ancillary)
 
     @property
     def coded_width(self) -> int:
@@ -134,7 +175,8 @@ def write(container: Container) -> bytes:
     out of bounds) raises FormatError, so no file is written that `read` refuses."""
     hd = container.header
     check_periods(hd.periods)
-    parts = [SIGNATURE, bytes([FORMAT_VERSION]), _chunk(b"HEAD", hd.pack())]
+    # a file without what version 3 added is written as version 2, which dqc 0.2 reads too
+    parts = [SIGNATURE, bytes([FORMAT_VERSION if container.colour else 2]), _chunk(b"HEAD", hd.pack())]
     if container.coded_size:
         check_coded_size(hd.width, hd.height, container.coded_size)
         parts.append(_chunk(b"RSMP", _RSMP.pack(*container.coded_size)))
@@ -144,26 +186,42 @@ def write(container: Container) -> bytes:
         parts.append(_chunk(b"EXIF", container.exif))
     if container.xmp:
         parts.append(_chunk(b"xmp ", container.xmp))
+    if container.settings:
+        parts.append(_chunk(b"sett", container.settings.pack()))
     parts += [_chunk(b"TILE", t.pack()) for t in container.tiles]
+    if container.colour:
+        parts.append(_chunk(b"CCOR", container.colour))
     parts.append(_chunk(b"END ", b""))
     return b"".join(parts)
 
 
 def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     """Parse and check a whole file. With `expected_model_id`, a file made by other weights is
-    refused with ModelMismatchError before any tile is read."""
+    refused with ModelMismatchError before any tile is read. Bytes that are not a .dqc file, or a
+    version this dqc does not read, raise FormatError; a .dqc file whose chunks do not parse,
+    CorruptFileError."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError("expected the bytes of a .dqc file")
     data = bytes(data)
     if len(data) < len(SIGNATURE) + 1 or not data.startswith(SIGNATURE):
         raise FormatError("not a .dqc file (signature missing)")
     version = data[len(SIGNATURE)]
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS:
         raise FormatError(version_message(version))
+    try:
+        return _read_chunks(data, version, expected_model_id)
+    except (FormatError, ModelMismatchError) as e:
+        if type(e) is FormatError:
+            raise CorruptFileError(f"{e} (the file is corrupt)" if "corrupt" not in str(e) else str(e)) from None
+        raise
+
+
+def _read_chunks(data: bytes, version: int, expected_model_id: bytes | None) -> Container:
     pos = len(SIGNATURE) + 1
     header: Header | None = None
     tiles: list[Tile] = []
-    icc = exif = xmp = None
+    icc = exif = xmp = colour = None
+    settings: Settings | None = None
     coded_size: tuple[int, int] | None = None
     extra: list[tuple[bytes, bytes]] = []
     seen: set[bytes] = set()
@@ -173,11 +231,11 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
         (length,) = struct.unpack_from(">I", data, pos)
         kind = data[pos + 4 : pos + 8]
         if length > MAX_CHUNK or pos + 12 + length > len(data):
-            raise FormatError(f"file is truncated inside a {kind!r} chunk")
+            raise FormatError(f"file is truncated inside a {_name(kind)} chunk")
         payload = data[pos + 8 : pos + 8 + length]
         (crc,) = struct.unpack_from(">I", data, pos + 8 + length)
         if zlib.crc32(kind + payload) != crc:
-            raise FormatError(f"checksum mismatch in a {_name(kind)} chunk (file is corrupt)")
+            raise FormatError(f"checksum mismatch in a {_name(kind)} chunk (the file is corrupt)")
         pos += 12 + length
         if header is None and kind != b"HEAD":
             raise FormatError("first chunk is not HEAD")
@@ -201,12 +259,16 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
             check_coded_size(header.width, header.height, coded_size)
         elif kind == b"TILE":
             tiles.append(Tile.unpack(payload))
+        elif kind == b"CCOR" and version >= 3:
+            colour = payload
         elif kind == b"ICCP":
             icc = payload
         elif kind == b"EXIF":
             exif = payload
         elif kind == b"xmp ":
             xmp = payload
+        elif kind == b"sett":
+            settings = Settings.unpack(payload)
         elif kind == b"END ":
             if length:
                 raise FormatError("END chunk is not empty")
@@ -218,7 +280,7 @@ def read(data: bytes, expected_model_id: bytes | None = None) -> Container:
     if pos != len(data):
         raise FormatError("bytes after the END chunk")
     assert header is not None
-    c = Container(header, tiles, icc, exif, extra, coded_size, xmp)
+    c = Container(header, tiles, icc, exif, extra, coded_size, xmp, colour, version, settings)
     expected = num_tiles(c.coded_width, c.coded_height, header.tile_size)
     if len(tiles) != expected:
         raise FormatError(f"file has {len(tiles)} tiles, its header needs {expected}")
@@ -233,7 +295,8 @@ def version_message(version: int) -> str:
 
     made = " (made by dqc 0.1, whose float prior was not portable; re-encode the original)" if version == 1 else ""
     return (
-        f"unsupported .dqc format version {version}{made}; this dqc {__version__} reads format version {FORMAT_VERSION}"
+        f"unsupported .dqc format version {version}{made}; this dqc {__version__} reads format versions "
+        f"{' and '.join(map(str, READ_VERSIONS))}"
     )
 
 

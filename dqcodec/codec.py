@@ -13,27 +13,35 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec import arguments, bitstream
-from dqcodec.coding import PRECISION, TILE_SIZE, decode_tiles, encode_tiles
+from dqcodec import __version__, arguments, bitstream, colour, colour_fit, progress, qualitymap
+from dqcodec.coding import PRECISION, TILE_SIZE, decode_tiles, encode_tiles, threads
+from dqcodec.effort import DEFAULT_EFFORT, EFFORTS, check_effort
 from dqcodec.errors import ArgumentError, DQCError, FormatError, MetadataWarning, SizeLimitError, TargetWarning
 from dqcodec.loading import LoadedModel, load_model
+from dqcodec.metadata import is_srgb
 from dqcodec.models.dqvae import Tokens
 from dqcodec.qualitytarget import QualityTarget, parse_target, quality_for_target
 from dqcodec.ratecontrol import (
     DEFAULT_QUALITY,
     DEFAULT_TUNE,
+    TUNES,
+    Analysis,
+    RateFit,
     analyze,
     check_quality,
     coded_size,
     fit_rate,
     header_shares,
     levels_for_quality,
+    remeasured,
 )
+from dqcodec.refine import refine, refine_every_level
 from dqcodec.resample import resize
 from dqcodec.shipped import DEFAULT_MODEL, model_id, model_named_by
 from dqcodec.tokens import Schedule
-from dqcodec.transform import resample_picture, synthesize
+from dqcodec.transform import pad16, resample_picture, synthesize
 
+CHUNK_BYTES = 12  # a chunk's length, type and CRC
 MAX_DECODE_PIXELS = 64 * 10**6  # decode's default limit: a few MB of tile headers can claim a gigapixel
 # the colour space field of an ICC profile's header (bytes 16-19; 36-39 hold the signature "acsp")
 ICC_SPACE = {bitstream.COLOR_RGB: b"RGB ", bitstream.COLOR_GRAY: b"GRAY"}
@@ -95,6 +103,8 @@ def encode(
     scale: float | None = None,
     target: str | QualityTarget | None = None,
     distortion: str | None = None,
+    effort: int = DEFAULT_EFFORT,
+    record_settings: bool = True,
 ) -> bytes:
     """Compress a PIL image (or a uint8 array, (H, W) gray or (H, W, 3) RGB) to .dqc bytes.
 
@@ -104,12 +114,16 @@ def encode(
     `quality` is ignored. `tune` says how regions get their granularity (see ratecontrol.TUNES), and
     `distortion` whether the encoder estimates every region's distortion at each level or measures
     it by decoding (ratecontrol.DISTORTIONS: "measured" takes about twice as long; None: the
-    tune's default, ratecontrol.DEFAULT_DISTORTION). `scale`
+    tune's default, ratecontrol.DEFAULT_DISTORTION). `effort` (0 to refine.MAX_EFFORT) says how
+    far the tokens are refined against the decoder (`refine`; 0: the codes nearest the encoder's
+    latents; each level about doubles the refinement's time; the decoder is the same). `scale`
     resamples the picture before coding (the decoder restores the size); by default 1, or for
     `target_bpp` the scale of its rate band (see `ratecontrol.fit_rate`). The transform runs on
     `device`, the integer prior on the CPU with `workers` threads (the symbols are the same for
     any count). An ICC profile for another colour space than the coded picture's (a CMYK one,
-    say) is left out."""
+    say) is left out, and so is an sRGB one (a file without a profile is sRGB). With
+    `target_bpp`, the metadata's bytes count in the rate. `record_settings`: the file says how it
+    was made (its `sett` chunk: the quality or target, tune, effort and dqc's version; 23 bytes)."""
     if target_bpp is not None and target is not None:
         raise DQCError("give a target rate or a target quality, not both")
     if isinstance(target, str):
@@ -120,6 +134,9 @@ def encode(
         target_bpp = arguments.positive_real("target_bpp", target_bpp)
     if target_bpp is None and target is None:
         check_quality(quality)
+    effort = check_effort(effort)
+    if tune not in TUNES:
+        raise ArgumentError(f"unknown tune {tune!r}; available: {', '.join(TUNES)}")
     workers, device = arguments.count("workers", workers), arguments.device(device)
     icc_profile, exif = arguments.blob("icc_profile", icc_profile), arguments.blob("exif", exif)
     xmp = arguments.blob("xmp", xmp)
@@ -128,25 +145,172 @@ def encode(
     x, color = image_to_tensor(img)
     if icc_profile and icc_profile[36:40] == b"acsp" and icc_profile[16:20] != ICC_SPACE[color]:
         icc_profile = None
+    if icc_profile and is_srgb(icc_profile):  # a file without a profile is sRGB: it needs no bytes
+        icc_profile = None
     h, w = x.shape[-2:]
+    made = None
+    if record_settings:
+        mode, value, metric = (
+            ("bpp", target_bpp, "psnr") if target_bpp is not None
+            else ("target", target.value, target.metric) if target is not None
+            else ("quality", quality, "psnr")
+        )  # fmt: skip
+        version = tuple(int(v) for v in __version__.split(".")[:3])
+        made = bitstream.Settings(version, mode, float(value), metric, tune, effort)  # type: ignore[arg-type]
     if target_bpp is None:
-        coded = coded_size(w, h, 1.0 if scale is None else scale)
-        a = analyze(m, resample_picture(x, *coded), device, tune, distortion)
+        plan = QualityPlan(m, x, scale, device, tune, distortion, exact=effort > 0)
         if target is not None:
-            quality, reached = quality_for_target(
-                m, lambda q: levels_for_quality(m, a, q)[0], a.idx, x, coded, target, device
-            )
+            quality, reached = quality_for_target(plan.picture, x, target)
             if reached < target.value:
                 warnings.warn(
                     f"{target} is beyond this image's reach: quality 100 gives {reached:.4g}",
                     TargetWarning,
                     stacklevel=2,
                 )
-        levels, tiles = levels_for_quality(m, a, quality)[0], None
-    else:
-        coded, a, fit = fit_rate(m, x, target_bpp, scale, schedule, device, tune, distortion)
-        levels, tiles = fit.levels, fit.tiles
-    return write_tokens(m, levels, a.idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles)
+        internal, coded, a = plan.setting(quality)
+        levels = levels_for_quality(m, a, internal)[0]
+        levels, idx = refined_map_and_tokens(m, a, x, coded, levels, effort, device, internal)
+        correction = colour_correction(m, levels, idx, x, coded, internal, color, effort, device)
+        return write_tokens(m, levels, idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp,
+                            colour=correction, settings=made)  # fmt: skip
+    metadata_bytes = sum(len(b) + CHUNK_BYTES for b in (icc_profile, exif, xmp) if b)
+    if 8 * metadata_bytes >= target_bpp * w * h:
+        warnings.warn(
+            f"the metadata alone ({metadata_bytes} bytes) is over {target_bpp:g} bpp; leave it out (--metadata "
+            "none) to reach that rate",
+            TargetWarning,
+            stacklevel=2,
+        )
+    metadata_bytes += len(made.pack()) + CHUNK_BYTES if made else 0  # the settings' record counts in the rate too
+    coded, a, fit = fit_rate(
+        m, x, target_bpp, scale, schedule, device, tune, distortion, effort > 0, 8 * metadata_bytes
+    )
+    idx, tiles, correction = a.idx, fit.tiles, None
+    if effort:  # refined tokens and the colour correction cost bits: taken where the file stays within the target
+        refined = refined_tokens(m, a, x, coded, fit.levels, effort, device)
+        refined_tiles = encode_tiles(m.prior, fit.levels, refined, schedule, workers)
+        if within_rate(fit, refined_tiles, target_bpp * w * h):
+            idx, tiles = refined, refined_tiles
+        correction = colour_correction(m, fit.levels, idx, x, coded, fit.quality, color, effort, device)
+        if correction and not within_rate(fit, tiles, target_bpp * w * h - 8 * (len(correction) + 12)):
+            correction = None
+    return write_tokens(m, fit.levels, idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles,
+                        colour=correction, settings=made)  # fmt: skip
+
+
+class QualityPlan:
+    """What a -q means for one picture: the scale and within-scale quality of `qualitymap` (or,
+    with a fixed `scale`, the quality at that scale), with each scale's analysis made once."""
+
+    def __init__(
+        self,
+        m: LoadedModel,
+        x: torch.Tensor,
+        scale: float | None,
+        device: str,
+        tune: str,
+        distortion: str | None,
+        exact: bool = False,
+    ) -> None:
+        self.m, self.x, self.scale, self.device, self.tune, self.distortion = m, x, scale, device, tune, distortion
+        self.exact = exact  # latents for the refinement (ratecontrol.analyze)
+        self._analyses: dict[float, tuple[tuple[int, int], Analysis]] = {}
+
+    def setting(self, quality: float) -> tuple[float, tuple[int, int], Analysis]:
+        """(within-scale quality, coded size, analysis at that scale) of -q `quality`."""
+        scale, internal = (self.scale, quality) if self.scale is not None else qualitymap.setting(quality, self.tune)
+        if scale not in self._analyses:
+            h, w = self.x.shape[-2:]
+            coded = coded_size(w, h, scale)
+            picture = resample_picture(self.x, *coded)
+            a = analyze(self.m, picture, self.device, self.tune, self.distortion, self.exact)
+            self._analyses[scale] = (coded, a)
+        coded, a = self._analyses[scale]
+        return internal, coded, a
+
+    def picture(self, quality: float) -> np.ndarray:
+        """The picture the decoder shows for -q `quality` (nearest codes), (H, W, 3) uint8."""
+        internal, coded, a = self.setting(quality)
+        h, w = self.x.shape[-2:]
+        levels = levels_for_quality(self.m, a, internal)[0]
+        return resize(synthesize(self.m.vae, levels, a.idx, *coded, self.device), w, h).permute(1, 2, 0).numpy()
+
+
+def colour_correction(
+    m: LoadedModel,
+    levels: torch.Tensor,
+    idx: tuple[torch.Tensor, ...],
+    x: torch.Tensor,
+    coded: tuple[int, int],
+    quality: float,
+    color: int,
+    effort: int,
+    device: str = "cpu",
+) -> bytes | None:
+    """The CCOR payload for these tokens' picture (`colour_fit`), or None where it does not pay
+    (or at effort 0, which is the plain nearest-code encoder)."""
+    if effort == 0:
+        return None
+    progress.report("colour", 0, 1)
+    h, w = x.shape[-2:]
+    # on one thread, as the refinement: the synthesis and the fit's float reductions then round
+    # alike at any --threads, and the offsets are the same
+    with threads(1):
+        decoded = resize(synthesize(m.vae, levels, idx, *coded, device, fast=True), w, h).permute(1, 2, 0).numpy()
+        original = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        found = colour_fit.fit(original, decoded, quality, gray=color == bitstream.COLOR_GRAY)
+    return colour.pack(found) if found is not None else None
+
+
+def refined_tokens(
+    m: LoadedModel,
+    a: Analysis,
+    x: torch.Tensor,
+    coded: tuple[int, int],
+    levels: torch.Tensor,
+    effort: int,
+    device: str = "cpu",
+    quality: float | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """The analysis's tokens for the map `levels`, refined against the decoder by `effort`."""
+    return refined_map_and_tokens(m, a, x, coded, levels, effort, device, quality)[1]
+
+
+def refined_map_and_tokens(
+    m: LoadedModel,
+    a: Analysis,
+    x: torch.Tensor,
+    coded: tuple[int, int],
+    levels: torch.Tensor,
+    effort: int,
+    device: str = "cpu",
+    quality: float | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The map and its tokens after `effort`'s refinement (`refine`): at the highest efforts each
+    level's tokens are refined first, the map of within-scale `quality` chosen again from their
+    measured distortion (as `--distortion measured` measures it), and that map's tokens refined."""
+    setting = EFFORTS[effort]
+    if setting.steps == 0 or a.latents is None:
+        return levels, a.idx
+    picture = pad16(resample_picture(x, *coded)).to(device)
+    vae = m.vae.to(device)
+    latents = [z.to(device) for z in a.latents]
+    # One thread: the decoder's float convolutions round with the thread count on some CPUs (AVX2
+    # oneDNN), and the refined tokens would follow; on one thread a machine writes the same file
+    # at any --threads.
+    with torch.inference_mode(False), torch.enable_grad(), threads(1):
+        if setting.rechoose_steps and quality is not None and a.costs is not None:
+            idx, latents = refine_every_level(vae, picture, latents, setting, a.tune, *coded)
+            a = remeasured(m, a, resample_picture(x, *coded), tuple(i.cpu() for i in idx), device)
+            levels = levels_for_quality(m, a, quality)[0]
+        idx, _ = refine(vae, picture, latents, levels.to(device), setting, a.tune, *coded)
+    return levels, tuple(i.cpu() for i in idx)
+
+
+def within_rate(fit: RateFit, tiles: list[bitstream.Tile], budget_bits: float) -> bool:
+    """Whether `tiles` in place of the fit's keep its file within `budget_bits` (or no larger)."""
+    before, after = (sum(8 * len(t.data) for t in ts) for ts in (fit.tiles, tiles))
+    return after <= before or fit.bits - before + after <= budget_bits
 
 
 def write_tokens(
@@ -163,11 +327,13 @@ def write_tokens(
     coded: tuple[int, int] | None = None,
     xmp: bytes | None = None,
     tiles: list[bitstream.Tile] | None = None,
+    colour: bytes | None = None,
+    settings: bitstream.Settings | None = None,
 ) -> bytes:
     """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes
     for a width x height image; `coded` is the (width, height) of the tokens' picture, which gets
     an RSMP chunk where it differs from the image's (resampled coding). `tiles`: these tokens'
-    tiles, already range-coded (by rate control)."""
+    tiles, already range-coded (by rate control). `colour`: a CCOR payload (`dqcodec.colour`)."""
     schedule = schedule or Schedule()
     header = bitstream.Header(
         width, height, color, TILE_SIZE, m.model_id, *header_shares(levels), schedule.periods, PRECISION
@@ -185,7 +351,10 @@ def write_tokens(
     if tiles is None:
         tiles = encode_tiles(m.prior, levels, idx, schedule, workers)
     resampled = coded if coded and coded != (width, height) else None
-    return bitstream.write(bitstream.Container(header, tiles, icc_profile, exif, coded_size=resampled, xmp=xmp))
+    container = bitstream.Container(
+        header, tiles, icc_profile, exif, coded_size=resampled, xmp=xmp, colour=colour, settings=settings
+    )
+    return bitstream.write(container)
 
 
 def decode_tokens(
@@ -247,6 +416,8 @@ def decode(
     c, tokens = decode_tokens(data, model, workers, max_pixels)
     model = model or model_named_by(c.header.model_id)
     rgb = reconstruct(tokens, c.header.width, c.header.height, model, device, c.coded_size)
+    if c.colour:
+        rgb = colour.apply(rgb, colour.unpack(c.colour, c.header.width, c.header.height))
     img = Image.fromarray(rgb, "RGB")
     if c.header.color == bitstream.COLOR_GRAY:
         img = img.convert("L")

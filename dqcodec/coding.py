@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from dqcodec import bitstream
+from dqcodec import bitstream, progress
 from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder
 from dqcodec.errors import DQCError, IntegrityError
 from dqcodec.intmath import native_kernels
@@ -65,7 +66,7 @@ def symbols_crc(symbols: list[int]) -> int:
 
 @contextmanager
 def threads(n: int | None) -> Iterator[None]:
-    """torch's CPU threads for the prior (any count gives the same integers)."""
+    """torch's CPU threads (intra-op) for the duration; None: as they are."""
     old = torch.get_num_threads()
     if n:
         torch.set_num_threads(n)
@@ -75,22 +76,34 @@ def threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _run_batches(fn: Callable[[list[int]], None], n: int, workers: int | None) -> None:
+def _run_batches(fn: Callable[[list[int]], None], n: int, workers: int | None, stage: str | None = None) -> None:
     """fn(batch) over batches of tile numbers 0..n-1. With several workers and at least as many
     tiles, tiles go round-robin to one thread per worker, each running its batches on one torch
-    thread; with fewer tiles, one batch at a time on `workers` torch threads."""
+    thread; with fewer tiles, one batch at a time on `workers` torch threads. `stage`: report the
+    tiles done (`progress`)."""
     workers = max(1, workers or os.cpu_count() or 1)
+    listener, lock, done = progress.current() if stage else None, threading.Lock(), [0]
+
+    def run(batch: list[int]) -> None:
+        fn(batch)
+        if listener is not None and stage is not None:
+            with lock:
+                done[0] += len(batch)
+                listener(stage, done[0], n)
+
+    if listener is not None and stage is not None:
+        listener(stage, 0, n)
     if workers == 1 or n < workers:
         with threads(workers):
             for start in range(0, n, TILE_BATCH):
-                fn(list(range(start, min(n, start + TILE_BATCH))))
+                run(list(range(start, min(n, start + TILE_BATCH))))
         return
 
     def worker(w: int) -> None:
         mine = list(range(w, n, workers))
         with torch.inference_mode():
             for start in range(0, len(mine), TILE_BATCH):
-                fn(mine[start : start + TILE_BATCH])
+                run(mine[start : start + TILE_BATCH])
 
     with threads(1), ThreadPoolExecutor(workers) as pool:
         list(pool.map(worker, range(workers)))
@@ -231,7 +244,7 @@ def encode_tiles(
                 per_region.index_add_(0, ry * MAX_REGIONS + rx, torch.from_numpy(np.concatenate(tile_lengths)))
                 region_bits[y0 : y0 + th, x0 : x0 + tw] = per_region.view(th, MAX_REGIONS)[:, :tw]
 
-    _run_batches(run, len(grid), workers)
+    _run_batches(run, len(grid), workers, "coding tiles")
     return tiles  # type: ignore[return-value]
 
 
@@ -247,8 +260,8 @@ def decode_tiles(
         def code(freq: np.ndarray, _values: np.ndarray | None) -> np.ndarray:
             try:
                 return dec.decode(freq)
-            except Exception as e:  # the range decoder ran off corrupt data
-                raise IntegrityError(f"tile {tile.index} does not decode ({type(e).__name__}: {e})") from None
+            except Exception:  # the range decoder ran off corrupt data
+                raise IntegrityError(f"tile {tile.index} does not decode (the file is corrupt)") from None
 
         return code
 
@@ -259,8 +272,8 @@ def decode_tiles(
             results = _code_batch(prior, shapes, schedule, coders, None)
         except DQCError:
             raise
-        except Exception as e:  # a corrupt stream decoded to symbols that make no valid tile
-            raise IntegrityError(f"tile {tiles[batch[0]].index} does not decode ({type(e).__name__})") from None
+        except Exception:  # a corrupt stream decoded to symbols that make no valid tile
+            raise IntegrityError(f"tile {tiles[batch[0]].index} does not decode (the file is corrupt)") from None
         for i, (t_levels, t_idx, symbols) in zip(batch, results):
             tile = tiles[i]
             if len(symbols) != tile.num_symbols or symbols_crc(symbols) != tile.symbol_crc:
@@ -270,7 +283,7 @@ def decode_tiles(
             for t, ti, s in zip(idx, t_idx, KIND_SCALE[1:]):
                 t[y0 * s : (y0 + th) * s, x0 * s : (x0 + tw) * s] = ti
 
-    _run_batches(run, len(grid), workers)
+    _run_batches(run, len(grid), workers, "decoding tiles")
     return levels, idx
 
 

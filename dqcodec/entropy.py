@@ -37,6 +37,14 @@ class SymbolEncoder:
         if sym.size:
             self._coder.encode(sym, _MODEL, _as_model_input(freq))
 
+    def encode_iid(self, symbols: np.ndarray, freq: np.ndarray) -> None:
+        """Symbols that all share one frequency table."""
+        sym = np.ascontiguousarray(symbols, dtype=np.int32)
+        if sym.size and (sym.min() < 0 or sym.max() >= freq.shape[0]):
+            raise ValueError("symbol out of the alphabet")
+        if sym.size:
+            self._coder.encode(sym, constriction.stream.model.Categorical(_as_model_input(freq), perfect=False))
+
     def finish(self) -> bytes:
         words = np.ascontiguousarray(self._coder.get_compressed(), dtype="<u4")
         return words.tobytes()
@@ -53,3 +61,10 @@ class SymbolDecoder:
         if freq.shape[0] == 0:
             return np.zeros(0, dtype=np.int64)
         return np.asarray(self._coder.decode(_MODEL, _as_model_input(freq)), dtype=np.int64)
+
+    def decode_iid(self, freq: np.ndarray, count: int) -> np.ndarray:
+        """`count` symbols that all share one frequency table."""
+        if count == 0:
+            return np.zeros(0, dtype=np.int64)
+        model = constriction.stream.model.Categorical(_as_model_input(freq), perfect=False)
+        return np.asarray(self._coder.decode(model, count), dtype=np.int64)

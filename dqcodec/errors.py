@@ -17,6 +17,12 @@ class IntegrityError(DQCError):
     """Decoding did not reproduce what the encoder wrote (corrupt file or prior mismatch)."""
 
 
+class CorruptFileError(FormatError, IntegrityError):
+    """A .dqc file (its signature and version are right) whose chunks do not parse: damaged, or
+    cut short. Both a FormatError and an IntegrityError: `dqc` exits 3 for it, as for a tile whose
+    symbols do not match their checksum."""
+
+
 class SizeLimitError(DQCError):
     """The picture is larger than the caller allowed (time and memory grow with its pixels)."""
 

@@ -9,7 +9,7 @@ from functools import cache
 import torch
 
 from dqcodec.distortion import DistortionEstimator, estimator_from_bytes
-from dqcodec.models import DQVAE, dqvae_from_checkpoint
+from dqcodec.models import DQVAE, dqvae_from_checkpoint, replace_decoder
 from dqcodec.models.intprior import IntPrior
 from dqcodec.shipped import DEFAULT_MODEL, estimator_bytes, model_id, weight_bytes
 
@@ -26,11 +26,15 @@ class LoadedModel:
 @cache
 def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
     """Load shipped weights: the transform (fp16 on disk, fp32 in memory; torch.load with
-    weights_only=True) and the integer prior (.npz of integer arrays, no pickle)."""
-    vae_raw, prior_raw = weight_bytes(name)
+    weights_only=True), its decoder replaced where the model has a decoder file, and the integer
+    prior (.npz of integer arrays, no pickle)."""
+    vae_raw, prior_raw, decoder_raw = weight_bytes(name)
     vae_ck = torch.load(io.BytesIO(vae_raw), map_location="cpu", weights_only=True)
     fixed = bool(vae_ck.get("meta", {}).get("fixed_grid", False))
-    return LoadedModel(name, dqvae_from_checkpoint(vae_ck), IntPrior.from_bytes(prior_raw), model_id(name), fixed)
+    vae = dqvae_from_checkpoint(vae_ck)
+    if decoder_raw is not None:  # a decoder trained further over the same tokens
+        replace_decoder(vae, torch.load(io.BytesIO(decoder_raw), map_location="cpu", weights_only=True))
+    return LoadedModel(name, vae, IntPrior.from_bytes(prior_raw), model_id(name), fixed)
 
 
 @cache

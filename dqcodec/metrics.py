@@ -16,20 +16,26 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The 1-D Gaussian (channels, 1, 1, size): the 2-D window is separable, a row pass then a column pass."""
     coords = torch.arange(size, device=device, dtype=dtype) - size // 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+    return g.expand(channels, 1, 1, size).contiguous()
+
+
+def _blur(t: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    ch = t.shape[1]
+    return F.conv2d(F.conv2d(t, win, groups=ch), win.transpose(2, 3), groups=ch)
 
 
 def _ssim_terms(x: torch.Tensor, y: torch.Tensor, win: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     c1, c2 = 0.01**2, 0.03**2
-    ch = x.shape[1]
-    mu_x = F.conv2d(x, win, groups=ch)
-    mu_y = F.conv2d(y, win, groups=ch)
-    sxx = F.conv2d(x * x, win, groups=ch) - mu_x**2
-    syy = F.conv2d(y * y, win, groups=ch) - mu_y**2
-    sxy = F.conv2d(x * y, win, groups=ch) - mu_x * mu_y
+    # the five blurred maps in one pass
+    blurred = _blur(torch.cat([x, y, x * x, y * y, x * y], 1), win.repeat(5, 1, 1, 1))
+    mu_x, mu_y, xx, yy, xy = blurred.chunk(5, 1)
+    sxx = xx - mu_x**2
+    syy = yy - mu_y**2
+    sxy = xy - mu_x * mu_y
     cs = (2 * sxy + c2) / (sxx + syy + c2)
     ssim = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1) * cs
     return ssim.mean((1, 2, 3)), cs.mean((1, 2, 3))

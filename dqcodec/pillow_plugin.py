@@ -1,6 +1,6 @@
 """Pillow plugin: after `import dqcodec`, `Image.open("x.dqc")` reads .dqc files and
-`im.save("x.dqc", quality=50)` writes them (options: quality, bpp, target, tune, scale, model,
-icc_profile, exif, xmp)."""
+`im.save("x.dqc", quality=50)` writes them (options: quality, bpp, target, tune, effort, scale,
+model, icc_profile, exif, xmp)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class DqcImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp, filename: str | bytes) -> None:  # noqa: ANN001 - Pillow's signature
-    from dqcodec.codec import DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TUNE, encode
+    from dqcodec.codec import DEFAULT_EFFORT, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TUNE, encode
 
     opts = im.encoderinfo
     exif = opts.get("exif")
@@ -65,6 +65,7 @@ def _save(im: Image.Image, fp, filename: str | bytes) -> None:  # noqa: ANN001 -
             target_bpp=opts.get("bpp"),
             target=opts.get("target"),
             tune=opts.get("tune", DEFAULT_TUNE),
+            effort=opts.get("effort", DEFAULT_EFFORT),
             scale=opts.get("scale"),
             model=opts.get("model", DEFAULT_MODEL),
             icc_profile=opts.get("icc_profile", im.info.get("icc_profile")),

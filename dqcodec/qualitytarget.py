@@ -18,10 +18,7 @@ import torch
 from PIL import Image
 
 from dqcodec.errors import DQCError
-from dqcodec.loading import LoadedModel
 from dqcodec.metrics import ms_ssim, psnr
-from dqcodec.resample import resize
-from dqcodec.transform import synthesize
 
 TARGET_STEPS = 7  # halvings of the quality range: a quality within 0.8 of the lowest that reaches the target
 # metric -> (lowest, highest) value a target may ask for
@@ -73,26 +70,17 @@ def _bmp(a: np.ndarray) -> io.BytesIO:  # the package reads files
 
 
 def quality_for_target(
-    m: LoadedModel,
-    levels_of: Callable[[float], torch.Tensor],
-    idx: tuple[torch.Tensor, ...],
-    original: torch.Tensor,
-    coded: tuple[int, int],
-    target: QualityTarget,
-    device: str = "cpu",
+    picture_of: Callable[[float], np.ndarray], original: torch.Tensor, target: QualityTarget
 ) -> tuple[float, float]:
     """The lowest quality (within 100 / 2**TARGET_STEPS) whose picture reaches `target`, and the
-    value measured there; quality 100 where none does. `levels_of(q)` is the map of quality q,
-    `original` (1, 3, H, W) in [0, 1] the image, `coded` the (width, height) its tokens code."""
+    value measured there; quality 100 where none does. `picture_of(q)` is the decoded picture of
+    quality q, (H, W, 3) uint8; `original` (1, 3, H, W) in [0, 1] the image."""
     reference = (original[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    height, width = reference.shape[:2]
     measured: dict[float, float] = {}
 
     def value(q: float) -> float:
         if q not in measured:
-            picture = synthesize(m.vae, levels_of(q), idx, *coded, device)
-            decoded = resize(picture, width, height).permute(1, 2, 0).numpy()
-            measured[q] = measure(target.metric, reference, decoded)
+            measured[q] = measure(target.metric, reference, picture_of(q))
         return measured[q]
 
     if value(100.0) < target.value:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from dqcodec import arguments
+from dqcodec import arguments, progress
 from dqcodec.bitstream import Tile
 from dqcodec.coding import encode_tiles, tile_grid
 from dqcodec.distortion import estimate, region_features
@@ -84,24 +84,32 @@ class Analysis:
     idx: tuple[torch.Tensor, ...]  # code indices of every level, everywhere
     costs: RegionCosts | None = None  # distortion and rate of every region at every level (not for a fixed grid)
     tune: str = DEFAULT_TUNE
+    latents: list[torch.Tensor] | None = None  # the encoder's, one (1, dim, h*s, w*s) per level (for `refine`)
 
 
 @torch.no_grad()
 def analyze(
-    m: LoadedModel, x: torch.Tensor, device: str = "cpu", tune: str = DEFAULT_TUNE, distortion: str | None = None
+    m: LoadedModel,
+    x: torch.Tensor,
+    device: str = "cpu",
+    tune: str = DEFAULT_TUNE,
+    distortion: str | None = None,
+    exact: bool = False,
 ) -> Analysis:
     """Run the DQ-VAE encoder once, then get every region's distortion at each level by the
     tune's measure: estimated from the analysis (`distortion`), or measured by decoding the
     image at each level ("measured", three syntheses); None: the tune's default
-    (DEFAULT_DISTORTION). x (1, 3, H, W) in [0, 1]."""
+    (DEFAULT_DISTORTION). x (1, 3, H, W) in [0, 1]. `exact`: latents that are the same floats
+    for any thread count (`transform.encode_tiled`), for the refinement."""
     if tune not in TUNES:
         raise DQCError(f"unknown tune {tune!r}; available: {', '.join(TUNES)}")
     distortion = distortion or DEFAULT_DISTORTION[tune]
     if distortion not in DISTORTIONS:
         raise DQCError(f"unknown distortion {distortion!r}; available: {', '.join(DISTORTIONS)}")
+    progress.report("analysis", 0, 1)
     vae = m.vae.to(device)
     padded = pad16(x).to(device)
-    latents, score = encode_tiled(vae, padded * 2 - 1)
+    latents, score = encode_tiled(vae, padded * 2 - 1, exact=exact)
     idx = tuple(vae.quantizer.indices(z)[0].cpu() for z in latents)
     region_costs = None
     if not m.fixed_grid:
@@ -112,14 +120,29 @@ def analyze(
             cpu_latents = [z.cpu() for z in latents]
             features = region_features(padded[0].cpu(), w, h, cpu_latents, idx, codebook, score[0].cpu())
             squared, ssim = estimate(estimator, features)
+            measure = squared if tune == "psnr" else structural_mix(squared, ssim)
+            region_costs = RegionCosts(measure, region_rate(measure.shape[1:]), h * w)
         else:
-            original = (x[0] * 255).round().to(torch.uint8).cpu()
-            decoded = decode_every_level(m, idx, w, h, device)
-            squared = region_distortion(decoded, original)
-            ssim = ssim_distortion(decoded, original) if tune != "psnr" else squared
-        measure = squared if tune == "psnr" else structural_mix(squared, ssim)
-        region_costs = RegionCosts(measure, region_rate(measure.shape[1:]), h * w)
-    return Analysis(score[0].float().cpu(), idx, region_costs, tune)
+            region_costs = measured_costs(m, x, idx, tune, device)
+    return Analysis(score[0].float().cpu(), idx, region_costs, tune, [z.cpu() for z in latents])
+
+
+def measured_costs(
+    m: LoadedModel, x: torch.Tensor, idx: tuple[torch.Tensor, ...], tune: str, device: str = "cpu"
+) -> RegionCosts:
+    """Every region's cost at each level by the tune's measure, measured: the picture x (1, 3, H, W)
+    in [0, 1] decoded with every region at each level in turn (level l from idx[l])."""
+    h, w = x.shape[-2:]
+    original = (x[0] * 255).round().to(torch.uint8).cpu()
+    decoded = decode_every_level(m, idx, w, h, device)
+    squared = region_distortion(decoded, original)
+    measure = squared if tune == "psnr" else structural_mix(squared, ssim_distortion(decoded, original))
+    return RegionCosts(measure, region_rate(measure.shape[1:]), h * w)
+
+
+def remeasured(m: LoadedModel, a: Analysis, x: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str) -> Analysis:
+    """The analysis with other tokens (refined ones, say) and their measured costs; x the coded picture."""
+    return replace(a, idx=idx, costs=measured_costs(m, x, idx, a.tune, device))
 
 
 def decode_every_level(
@@ -287,6 +310,8 @@ def fit_rate(
     device: str,
     tune: str,
     distortion: str | None = None,
+    exact: bool = False,
+    metadata_bits: float = 0.0,
 ) -> tuple[tuple[int, int], Analysis, RateFit]:
     """Coded size, analysis and coded quality for a target rate: at `scale`, or else at the
     scale of the target's band (SCALE_BANDS) and, if even quality 0 is over the target there, at
@@ -295,8 +320,9 @@ def fit_rate(
     floors: list[tuple[RateFit, tuple[int, int], Analysis]] = []
     for s in [scale] if scale is not None else scales_for_bpp(target_bpp):
         coded = coded_size(w, h, s)
-        a = analyze(m, resample_picture(x, *coded), device, tune, distortion)
-        fit = quality_for_bpp(m, a, h * w, target_bpp, schedule, 0.0 if coded == (w, h) else RSMP_BITS)
+        a = analyze(m, resample_picture(x, *coded), device, tune, distortion, exact)
+        extra = metadata_bits + (0.0 if coded == (w, h) else RSMP_BITS)
+        fit = quality_for_bpp(m, a, h * w, target_bpp, schedule, extra)
         if fit.bits <= target_bpp * h * w:
             return coded, a, fit
         floors.append((fit, coded, a))

@@ -7,12 +7,15 @@ import copy
 import os
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dqcodec import progress
+from dqcodec.coding import threads
 from dqcodec.layers import Bfloat16Conv2d, ResBlock
 from dqcodec.models import DQVAE
 from dqcodec.models.dqvae import LEVEL_STRIDES, Decoder, Tokens
@@ -86,23 +89,31 @@ def _inner(core: slice, context: slice, mul: int = 1, div: int = 1) -> slice:
     return _scaled(slice(core.start - context.start, core.stop - context.start), mul, div)
 
 
-def encode_tiled(vae: DQVAE, x: torch.Tensor, tile: int = TRANSFORM_TILE) -> tuple[list[torch.Tensor], torch.Tensor]:
+def encode_tiled(
+    vae: DQVAE, x: torch.Tensor, tile: int = TRANSFORM_TILE, exact: bool = False
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """The DQ-VAE encoder on x (1, 3, H, W), H and W multiples of 16, tile by tile with a halo
-    (identical code indices to one whole-image pass; tested)."""
+    (identical code indices to one whole-image pass; tested). `exact`: each tile on one torch
+    thread (tiles side by side on torch's threads' count of Python threads), so that the latents
+    are the same floats for any thread count: some of the encoder's convolutions round otherwise
+    with the count, which the codes never notice but the refinement (`refine`) would."""
     h, w = x.shape[-2:]
-    if h <= tile and w <= tile:
-        return vae.encoder(x)
-    latents: list[torch.Tensor] | None = None
+    parts = list(windows(h, w, tile, TRANSFORM_HALO)) if h > tile or w > tile else []
+    if not parts:
+        with threads(1 if exact else None):
+            return vae.encoder(x)
+    workers = torch.get_num_threads() if exact else 1
+    with threads(1 if exact else None), ThreadPoolExecutor(workers) as pool:
+        tiles = list(pool.map(lambda part: vae.encoder(x[..., part[2], part[3]]), parts))
+    latents = [
+        tiles[0][0][i].new_empty(1, tiles[0][0][i].shape[1], h // s, w // s) for i, s in enumerate(LEVEL_STRIDES)
+    ]
     score = x.new_empty(1, h // 16, w // 16)
-    for rows, cols, c_rows, c_cols in windows(h, w, tile, TRANSFORM_HALO):
-        t_lat, t_score = vae.encoder(x[..., c_rows, c_cols])
-        if latents is None:
-            latents = [t_lat[i].new_empty(1, t_lat[i].shape[1], h // s, w // s) for i, s in enumerate(LEVEL_STRIDES)]
+    for (rows, cols, c_rows, c_cols), (t_lat, t_score) in zip(parts, tiles):
         for out, t, s in zip(latents + [score[:, None]], t_lat + [t_score[:, None]], (*LEVEL_STRIDES, 16)):
             out[..., _scaled(rows, div=s), _scaled(cols, div=s)] = t[
                 ..., _inner(rows, c_rows, div=s), _inner(cols, c_cols, div=s)
             ]
-    assert latents is not None
     return latents, score
 
 
@@ -117,14 +128,33 @@ def decode_tiled(
     """DQ-VAE decoder output (3, 16h, 16w) for a region grid (h, w), `tile` regions a side with a halo,
     so that memory stays bounded; within rounding the same picture as decoding the whole grid at once.
     `bfloat16`: through `bfloat16_decoder`."""
+    b = vae.cfg.border_regions
+    if b:  # the decoder's border: the grid padded by repeating its edge tokens
+        levels, idx = pad_tokens(levels, idx, b)
     h, w = levels.shape
     decoder = bfloat16_decoder(vae.decoder) if bfloat16 else vae.decoder
     out = torch.empty(3, h * 16, w * 16)
-    for rows, cols, c_rows, c_cols in windows(h, w, tile, TRANSFORM_HALO // 16):
+    parts = list(windows(h, w, tile, TRANSFORM_HALO // 16))
+    for done, (rows, cols, c_rows, c_cols) in enumerate(parts):
+        progress.report("synthesis", done, len(parts))
         t_idx = tuple(i[None, _scaled(c_rows, s), _scaled(c_cols, s)].to(device) for i, s in zip(idx, KIND_SCALE[1:]))
         y = vae.decode(Tokens(levels[None, c_rows, c_cols].to(device), t_idx), decoder)[0].cpu()  # type: ignore[arg-type]
         out[:, _scaled(rows, 16), _scaled(cols, 16)] = y[:, _inner(rows, c_rows, 16), _inner(cols, c_cols, 16)]
-    return out
+    return out[:, 16 * b : out.shape[1] - 16 * b, 16 * b : out.shape[2] - 16 * b] if b else out
+
+
+def pad_tokens(
+    levels: torch.Tensor, idx: tuple[torch.Tensor, ...], regions: int
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """A token grid (h, w) padded by `regions` on every side, its edge tokens repeated."""
+    h, w = levels.shape
+
+    def grown(t: torch.Tensor, s: int) -> torch.Tensor:
+        rows = torch.arange(-regions * s, (h + regions) * s).clamp(0, h * s - 1)
+        cols = torch.arange(-regions * s, (w + regions) * s).clamp(0, w * s - 1)
+        return t[rows][:, cols]
+
+    return grown(levels, 1), tuple(grown(i, s) for i, s in zip(idx, KIND_SCALE[1:]))
 
 
 def to_uint8(y: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -97,7 +97,7 @@ def test_batch_from_and_to_s3_with_manifest_and_resume(s3) -> None:
     )
     assert back.returncode == 0, back.stderr
     pictures = [k for k in _keys(s3, "png/") if k.endswith(".png")]
-    assert pictures == [f"png/sub/im{i}.png" for i in range(4)]
+    assert pictures == [f"png/sub/im{i}.dqc.png" for i in range(4)]  # never the original's name
     body = s3.get_object(Bucket="photos", Key=pictures[0])["Body"].read()
     assert Image.open(io.BytesIO(body)).size == (64, 64)
 

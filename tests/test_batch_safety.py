@@ -50,7 +50,8 @@ def _intact(dst: Path) -> None:
 
 
 def _dqc_leftovers(dst: Path) -> list[str]:
-    return sorted(str(p.relative_to(dst)) for p in dst.rglob(".*") if ".dqc-" in p.name)
+    """dqc's temp and lock files under dst (not the --decode manifest's folder, .dqc-manifest)."""
+    return sorted(str(p.relative_to(dst)) for p in dst.rglob(".*") if ".dqc-" in p.name and p.name != ".dqc-manifest")
 
 
 def _kill_mid_run(args: list[str], dst: Path) -> list[str]:
@@ -110,7 +111,7 @@ def test_batch_never_removes_a_users_files(tmp_path: Path) -> None:
     for name in USER_FILES:  # and with the decoded pictures' names
         (pictures / name.replace(".dqc", ".png")).write_bytes(b"mine: " + name.encode())
     _kill_mid_run(["--decode", "-j", "2", str(dst), str(pictures)], pictures)
-    _killed_writer(pictures / "im0.png")
+    _killed_writer(pictures / "im0.dqc.png")
     r = subprocess.run([DQC, "batch", "--decode", str(dst), str(pictures)], capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert _dqc_leftovers(pictures) == []
@@ -165,10 +166,14 @@ def test_early_ctrl_c_prints_no_traceback(tmp_path: Path, where: list[str]) -> N
         if run.returncode != 0:
             assert run.returncode == 130, (delay, run.returncode, text)
             assert len([line for line in text.splitlines() if line.startswith("dqc: ")]) == 1, text
-        deadline = time.monotonic() + 15  # the workers unwind their jobs as the batch ends
-        while dst.exists() and _dqc_leftovers(dst) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not dst.exists() or _dqc_leftovers(dst) == []
+        if dst.exists() and not where:  # the pool's workers unwind their jobs as the batch ends
+            deadline = time.monotonic() + 15
+            while _dqc_leftovers(dst) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _dqc_leftovers(dst) == []
+        if dst.exists():  # a Dask worker may have been stopped in a job: the next run cleans up after it
+            r = subprocess.run([DQC, "batch", "-j", "1", *where, str(src), str(dst)], capture_output=True, timeout=300)
+            assert r.returncode == 0 and _dqc_leftovers(dst) == [], r.stderr
 
 
 def _can_mount_tmpfs() -> bool:

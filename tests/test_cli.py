@@ -1,6 +1,7 @@
 """Drive the installed `dqc` command as a user would."""
 
 import json
+import re
 import shutil
 import struct
 import subprocess
@@ -8,6 +9,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from PIL import Image
@@ -82,10 +84,98 @@ def test_several_inputs(photo: Path, tmp_path: Path) -> None:
 def test_xmp_goes_from_jpeg_through_dqc_to_png(photo: Path, tmp_path: Path) -> None:
     xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
     Image.open(photo).save(tmp_path / "in.jpg", xmp=xmp)
-    assert dqc("encode", str(tmp_path / "in.jpg"), "-o", str(tmp_path / "in.dqc")).returncode == 0
+    assert dqc("encode", str(tmp_path / "in.jpg"), "-o", str(tmp_path / "in.dqc"), "--metadata", "xmp").returncode == 0
     assert json.loads(dqc("info", str(tmp_path / "in.dqc"), "--json").stdout)["xmp_bytes"] == len(xmp)
     assert dqc("decode", str(tmp_path / "in.dqc"), "-o", str(tmp_path / "out.png")).returncode == 0
     assert Image.open(tmp_path / "out.png").info["xmp"] == xmp
+
+
+def _swapped_primaries(icc: bytes) -> bytes:
+    """An RGB profile with red's and green's primaries swapped (their tags' places in the tag table)."""
+    out = bytearray(icc)
+    (n,) = struct.unpack(">I", icc[128:132])
+    places = {icc[132 + 12 * i : 136 + 12 * i]: 132 + 12 * i for i in range(n)}
+    red, green = places[b"rXYZ"], places[b"gXYZ"]
+    out[red + 4 : red + 12], out[green + 4 : green + 12] = icc[green + 4 : green + 12], icc[red + 4 : red + 12]
+    return bytes(out)
+
+
+def test_metadata_is_the_users_choice(photo: Path, tmp_path: Path) -> None:
+    from PIL import ImageCms
+
+    exif = Image.Exif()
+    exif[0x010F] = "x" * 20000  # Make: a 20 KB EXIF block, as cameras and phones write
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>'
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    lab = _swapped_primaries(srgb)  # an RGB profile that is not sRGB
+    src = tmp_path / "in.jpg"
+    Image.open(photo).save(src, exif=exif.tobytes(), xmp=xmp, icc_profile=lab, quality=95)
+
+    def made(*args: str) -> dict:
+        out = tmp_path / "out.dqc"
+        r = dqc("encode", str(src), "-o", str(out), "--overwrite", *args)
+        assert r.returncode == 0, r.stderr
+        return json.loads(dqc("info", str(out), "--json").stdout)
+
+    default = made()  # a low-rate codec keeps the colour profile only
+    assert (default["icc_profile_bytes"], default["exif_bytes"], default["xmp_bytes"]) == (len(lab), 0, 0)
+    every = made("--metadata", "all")
+    assert every["exif_bytes"] > 20000 and every["xmp_bytes"] == len(xmp)
+    assert made("--metadata", "exif")["icc_profile_bytes"] == 0
+    stripped = made("--strip")
+    assert (stripped["icc_profile_bytes"], stripped["exif_bytes"], stripped["xmp_bytes"]) == (0, 0, 0)
+    assert stripped["made_with"] == "not recorded" and default["made_with"].startswith("-q 50")
+    assert stripped["bytes"] < default["bytes"] - len(lab)
+    Image.open(photo).save(src, icc_profile=srgb, quality=95)
+    assert made()["icc_profile_bytes"] == 0  # sRGB is what a file without a profile means: no bytes
+    # --bpp counts the metadata's bytes, and says so where they alone are over it
+    Image.open(photo).save(src, exif=exif.tobytes(), quality=95)
+    r = dqc("encode", str(src), "-o", str(tmp_path / "t.dqc"), "--bpp", "0.1", "--metadata", "all")
+    assert r.returncode == 0 and b"the metadata alone (" in r.stderr and b"bytes) is over 0.1 bpp" in r.stderr
+    r = dqc("encode", str(src), "-o", str(tmp_path / "u.dqc"), "--bpp", "0.5")
+    assert r.returncode == 0, r.stderr
+    assert 8 * (tmp_path / "u.dqc").stat().st_size / (72 * 40) <= 0.5 + 1e-9
+
+
+def _chunks(data: bytes) -> list[tuple[bytes, int, int]]:
+    """(kind, start of its payload, payload length) of each chunk of a .dqc file."""
+    pos, out = 9, []
+    while pos < len(data):
+        (length,) = struct.unpack_from(">I", data, pos)
+        out.append((data[pos + 4 : pos + 8], pos + 8, length))
+        pos += 12 + length
+    return out
+
+
+def test_a_bit_flipped_in_any_chunk_is_a_corrupt_file_exit_3(tmp_path: Path, small_image: Image.Image) -> None:
+    from PIL import ImageCms
+
+    src = tmp_path / "in.jpg"
+    icc = _swapped_primaries(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    exif = Image.Exif()
+    exif[0x010F] = "camera"
+    small_image.save(src, exif=exif.tobytes(), xmp=b"<x:xmpmeta/>", icc_profile=icc, quality=95)
+    good = tmp_path / "good.dqc"
+    assert dqc("encode", str(src), "-o", str(good), "--metadata", "all", "--scale", "1.5").returncode == 0
+    data = good.read_bytes()
+    chunks = _chunks(data)
+    kinds = {kind for kind, _, _ in chunks}
+    assert kinds >= {b"HEAD", b"RSMP", b"ICCP", b"EXIF", b"xmp ", b"sett", b"TILE", b"END "}, kinds
+    rng = np.random.default_rng(1)
+    cases = []
+    for kind, start, length in chunks:
+        # a bit in the payload (the CRC where there is none), and one in the length field
+        where = start + int(rng.integers(length)) if length else start + length
+        cases += [(kind, where, int(rng.integers(8))), (kind, start - 5, 0)]
+    for kind, byte, bit in cases:
+        bad = bytearray(data)
+        bad[byte] ^= 1 << bit
+        f = tmp_path / "bad.dqc"
+        f.write_bytes(bytes(bad))
+        r = dqc("decode", str(f), "-o", str(tmp_path / "bad.png"), "--overwrite")
+        assert r.returncode == 3, (kind, byte, r.stderr)
+        _one_line_error(r, 3)
+        assert str(f) in r.stderr.decode() and not (tmp_path / "bad.png").exists(), (kind, r.stderr)
 
 
 def test_stdin_stdout(photo: Path) -> None:
@@ -147,7 +237,7 @@ def test_version_1_file_names_its_version_and_this_dqcs(tmp_path: Path) -> None:
     r = dqc("decode", str(old), "-o", str(tmp_path / "old.png"))
     _one_line_error(r, 1)
     assert "format version 1 (made by dqc 0.1" in r.stderr.decode()
-    assert f"this dqc {dqcodec.__version__} reads format version 2" in r.stderr.decode()
+    assert f"this dqc {dqcodec.__version__} reads format versions 2 and 3" in r.stderr.decode()
     assert not (tmp_path / "old.png").exists()
 
 
@@ -170,26 +260,29 @@ def test_batch_continues_past_errors_and_resumes(tmp_path: Path, small_image: Im
     assert b"skipped 2" in r.stderr and (dst / "a.dqc").stat().st_mtime_ns == before
     r = dqc("batch", str(dst), str(tmp_path / "png"), "--decode")
     assert r.returncode == 0
-    assert Image.open(tmp_path / "png" / "nested" / "b.png").mode == "L"
+    assert Image.open(tmp_path / "png" / "nested" / "b.dqc.png").mode == "L"
     r = dqc("batch", str(dst), str(tmp_path / "jpg"), "--decode", "--format", "jpg")
-    assert r.returncode == 0 and Image.open(tmp_path / "jpg" / "a.jpg").format == "JPEG"
+    assert r.returncode == 0 and Image.open(tmp_path / "jpg" / "a.dqc.jpg").format == "JPEG"
 
 
 def test_target_bpp_and_granularity_map(photo: Path, tmp_path: Path) -> None:
     out = tmp_path / "t.dqc"
-    r = dqc("encode", str(photo), "-o", str(out), "--bpp", "0.3")
+    r = dqc("encode", str(photo), "-o", str(out), "--bpp", "0.5")
     assert r.returncode == 0, r.stderr
-    assert 8 * out.stat().st_size / (72 * 40) <= 0.3 * 1.1
+    assert 8 * out.stat().st_size / (72 * 40) <= 0.5 * 1.1
     assert b"note" not in r.stderr
     r = dqc("encode", str(photo), "-o", str(tmp_path / "low.dqc"), "--bpp", "0.01")  # the header alone is more
     assert r.returncode == 0 and b"below the lowest rate" in r.stderr
     tuned = tmp_path / "p.dqc"
-    r = dqc("encode", str(photo), "-o", str(tuned), "--bpp", "0.3", "--tune", "psnr")
+    r = dqc("encode", str(photo), "-o", str(tuned), "--bpp", "0.5", "--tune", "psnr")
     assert r.returncode == 0, r.stderr
-    assert 8 * tuned.stat().st_size / (72 * 40) <= 0.3 * 1.1
+    assert 8 * tuned.stat().st_size / (72 * 40) <= 0.5 * 1.1
     r = dqc("info", str(out), "--map", str(tmp_path / "map.png"))
     assert r.returncode == 0, r.stderr
-    assert Image.open(tmp_path / "map.png").size == (72, 40)
+    drawn = np.asarray(Image.open(tmp_path / "map.png").convert("RGB"))
+    assert drawn.shape[0] > 40 and drawn.shape[1] >= 72  # the picture's size, and a legend strip below it
+    legend = drawn[40:]
+    assert (legend == 255).all(axis=-1).mean() > 0.5 and (legend < 100).all(axis=-1).any()  # white, with dark text
 
 
 def test_exif_orientation_is_applied(tmp_path: Path, small_image: Image.Image) -> None:
@@ -351,17 +444,42 @@ def test_small_files_cannot_make_the_decoder_allocate(tmp_path: Path) -> None:
         if name == "real":
             assert r.returncode == 0, r.stderr
             assert Image.open(tmp_path / "real.png").size == (2048, 2048)
-        else:
-            _one_line_error(r, 1)
+        else:  # a header the format does not allow, or tiles missing: a corrupt file
+            _one_line_error(r, 3)
             assert not (tmp_path / f"{name}.png").exists()
         assert peak < 600, (name, peak)
+
+
+def test_decoding_memory_is_bounded_per_output_pixel(tmp_path: Path) -> None:
+    """The worst a small file can ask: a picture coded at a quarter of its size each way (the
+    format's smallest scale), so that every coded pixel becomes 16. The README's bound: about
+    400 MB plus 10 bytes per output pixel."""
+    import dataclasses
+
+    from dqcodec import bitstream
+
+    peaks = {}
+    for coded_width in (2432, 4864):  # 10 and 20 MP out, from files of 1 and 2 KB
+        flat = dqcodec.encode(np.zeros((256, coded_width, 3), np.uint8), quality=0, effort=0, scale=1.0)
+        c = bitstream.read(flat)
+        header = dataclasses.replace(c.header, width=4 * coded_width, height=4 * 256)
+        crafted = bitstream.write(dataclasses.replace(c, header=header, coded_size=(coded_width, 256)))
+        src = tmp_path / f"w{coded_width}.dqc"
+        src.write_bytes(crafted)
+        r, peaks[coded_width] = _peak_rss_mb("decode", str(src), "-o", str(tmp_path / "out.png"), "--overwrite",
+                                             "--allow-large")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert Image.open(tmp_path / "out.png").size == (4 * coded_width, 1024)
+    megapixels = 4 * 2432 * 1024 / 1e6
+    assert peaks[2432] < 450 + 12 * megapixels, peaks
+    assert peaks[4864] - peaks[2432] < 12 * megapixels, peaks  # what each further output pixel costs
 
 
 @pytest.mark.parametrize("kind", ["png", "webp"])
 def test_malformed_exif_is_left_out_with_a_note(tmp_path: Path, small_image: Image.Image, kind: str) -> None:
     src = tmp_path / f"bad_exif.{kind}"
     small_image.save(src, exif=b"garbage-exif-data")  # Pillow raises SyntaxError on it (struct.error on others)
-    r = dqc("encode", str(src))
+    r = dqc("encode", str(src), "--metadata", "all")
     assert r.returncode == 0, r.stderr
     assert b"Traceback" not in r.stderr and b"malformed EXIF left out" in r.stderr
     assert dqcodec.decode(src.with_suffix(".dqc").read_bytes()).size == small_image.size
@@ -461,10 +579,10 @@ def test_two_batches_into_one_folder_code_each_file_once(tmp_path: Path) -> None
     src, dst = _batch_source(tmp_path, 6), tmp_path / "dst"
     runs = [subprocess.Popen([DQC, "batch", "-j", "1", str(src), str(dst)], stderr=subprocess.PIPE) for _ in range(2)]
     tallies = [run.communicate(timeout=300)[1].decode().strip().splitlines()[-1] for run in runs]
-    # a run that starts after the other has made every file finds them all done: no progress line
-    made = [int(t.split(" ok ")[1].split()[0]) if " ok " in t else 0 for t in tallies]
-    assert all(" ok " in t or "6 files are done already" in t for t in tallies), tallies
-    assert sum(made) == 6, tallies
+    # each run's last line adds up its 6 inputs: made, skipped (made by the other) or failed
+    counts = [re.fullmatch(r"dqc: 6 files: ok (\d+), skipped (\d+), failed 0 \(\d+ s\)", t) for t in tallies]
+    assert all(counts), tallies
+    assert sum(int(c[1]) for c in counts) == 6 and all(int(c[1]) + int(c[2]) == 6 for c in counts), tallies
     assert sorted(p.name for p in dst.iterdir()) == ["dqc-manifest", *(f"im{i}.dqc" for i in range(6))]
     assert len(list((dst / "dqc-manifest").glob("*.jsonl"))) == 2  # one part from each run
 
@@ -564,3 +682,22 @@ def test_ctrl_c_on_decode_exits_130_in_one_line(tmp_path: Path) -> None:
         assert run.returncode == 130, (delay, run.returncode, stderr)
         assert stderr.decode().strip().splitlines() == ["dqc: interrupted"], stderr
         assert list(tmp_path.glob("*.png")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_help_describes_every_option_and_its_default() -> None:
+    from dqcodec.cli.main import cli
+
+    top = dqc("--help").stdout.decode()
+    summaries = top.split("Commands:")[1].strip().splitlines()
+    assert len(summaries) == len(cli.commands) and not any(line.endswith(("...", "\u2026")) for line in summaries)
+    for name, command in cli.commands.items():
+        text = dqc(name, "--help").stdout.decode()
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name == "help":
+                continue
+            assert param.help, (name, param.name)  # every option says what it does
+            assert param.opts[-1] in text
+            has_default = param.default is not None and "UNSET" not in repr(param.default)  # click 8.2's sentinel
+            if not param.is_flag and has_default:  # and what it is when not given
+                assert param.show_default or "[default:" in param.help, (name, param.name)
+    assert "processes" in dqc("batch", "--help").stdout.decode()  # -j is processes (avifenc's -j is threads)

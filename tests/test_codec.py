@@ -44,7 +44,7 @@ def test_decode_with_other_thread_count_gives_identical_symbols(small_image: Ima
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        data = dqcodec.encode(small_image, quality=80)
+        data = dqcodec.encode(small_image, quality=80, scale=1.0, effort=0)  # the map of within-scale quality 80
         torch.set_num_threads(1)
         # decode_tokens checks each tile's symbol CRC against the encoder's
         _, tokens = decode_tokens(data)
@@ -63,8 +63,12 @@ def test_decode_with_other_thread_count_gives_identical_symbols(small_image: Ima
 
 
 def test_decoded_image_is_the_models_reconstruction(small_file: bytes) -> None:
+    from dqcodec import colour
+
     c, tokens = decode_tokens(small_file)
     rgb = reconstruct(tokens, c.header.width, c.header.height)
+    assert c.colour is not None  # the default effort corrects the colours: added to the synthesis
+    rgb = colour.apply(rgb, colour.unpack(c.colour, c.header.width, c.header.height))
     assert np.array_equal(np.asarray(dqcodec.decode(small_file)), rgb)
 
 
@@ -74,7 +78,7 @@ def test_decode_synthesis_is_bfloat16_where_native_and_within_one_of_float32() -
     emulate it, slowly) decode gives float32's picture."""
     from skimage import data
 
-    blob = dqcodec.encode(Image.fromarray(data.astronaut()[:256, :384]), quality=60)
+    blob = dqcodec.encode(Image.fromarray(data.astronaut()[:256, :384]), quality=60, effort=0)  # no colour correction
     c, tokens = decode_tokens(blob)
     m = load_model()
     args = (m.vae, tokens.levels[0], tuple(i[0] for i in tokens.idx), c.header.width, c.header.height)
@@ -96,10 +100,10 @@ def test_grayscale_round_trips_as_grayscale() -> None:
 
 
 def test_multi_tile_image_and_parallel_tiles() -> None:
-    img = synthetic_image(600, 40, seed=5)  # three tiles across
-    data = dqcodec.encode(img, quality=30, workers=1)
+    img = synthetic_image(600, 40, seed=5)  # three tiles across at its own size
+    data = dqcodec.encode(img, quality=30, scale=1.0, workers=1)
     assert len(bitstream.read(data).tiles) == 3
-    assert dqcodec.encode(img, quality=30, workers=3) == data  # tiles on threads: same bytes
+    assert dqcodec.encode(img, quality=30, scale=1.0, workers=3) == data  # tiles on threads: same bytes
     serial = np.asarray(dqcodec.decode(data, workers=1))
     assert serial.shape == (40, 600, 3)
     assert np.array_equal(np.asarray(dqcodec.decode(data, workers=3)), serial)
@@ -328,9 +332,11 @@ def test_target_bpp_lands_just_under_the_target_and_writes_that_quality() -> Non
     target = 0.15
     fit = quality_for_bpp(m, a, pixels, target, Schedule())
     assert fit.bits <= target * pixels
-    coded = dqcodec.encode(img, target_bpp=target, scale=1.0)
+    coded = dqcodec.encode(img, target_bpp=target, scale=1.0, effort=0, record_settings=False)
     assert 0.95 * target <= 8 * len(coded) / pixels <= target
     assert [t.data for t in bitstream.read(coded).tiles] == [t.data for t in fit.tiles]  # the file rate control coded
+    refined = dqcodec.encode(img, target_bpp=target, scale=1.0)  # the default effort: within the target too
+    assert 8 * len(refined) / pixels <= target
     assert torch.equal(decode_tokens(coded)[1].levels[0], fit.levels)
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import dqcodec
-from dqcodec import bitstream, errors
+from dqcodec import bitstream, colour, errors
 from dqcodec.codec import decode_tokens
 from dqcodec.coding import digests
 from dqcodec.tokens import Schedule
@@ -41,6 +41,13 @@ def test_valid_vector_decodes(vec: dict) -> None:
     c, tokens = decode_tokens(blob)
     got = digests(tokens.levels[0], tuple(i[0] for i in tokens.idx), Schedule(c.header.periods))
     assert got == (vec["symbols_sha256"], vec["tokens_sha256"])
+    assert c.version == vec.get("version", 2)
+    assert (None if c.settings is None else str(c.settings)) == vec.get("settings")  # the ancillary sett chunk
+    if vec.get("colour_sha256"):  # the colour correction's offsets are exact too
+        offsets = colour.unpack(c.colour, c.header.width, c.header.height).offsets
+        assert hashlib.sha256(offsets.astype("<i2").tobytes()).hexdigest() == vec["colour_sha256"]
+    else:
+        assert c.colour is None
     # the picture comes from the float synthesis transform: within a stated tolerance
     out = np.asarray(dqcodec.decode(blob), dtype=np.int16)
     ref = np.asarray(Image.open(VECTORS / vec["decoded"]), dtype=np.int16)
@@ -48,7 +55,10 @@ def test_valid_vector_decodes(vec: dict) -> None:
     assert np.abs(out - ref).max() <= vec["max_pixel_diff"]
 
 
-@pytest.mark.parametrize("name", ["rocket_psnr_q60.dqc", "astronaut_q75.dqc", "chelsea_wide_q50.dqc"])
+@pytest.mark.parametrize(
+    "name",
+    ["rocket_psnr_q60.dqc", "astronaut_q75.dqc", "chelsea_wide_q50.dqc", "v3_astronaut_q50.dqc", "v3_flat_red_q50.dqc"],
+)
 def test_reference_implementation_decodes_vector(name: str) -> None:
     """bitstream_spec/reference_prior.py (numpy int64, no torch, no dqcodec) decodes the file to
     the same symbols and tokens: the spec is complete enough for a second implementation."""
@@ -59,6 +69,8 @@ def test_reference_implementation_decodes_vector(name: str) -> None:
     flat = b"".join(np.asarray(s, dtype="<i4").tobytes() for s in symbols)
     assert hashlib.sha256(flat).hexdigest() == vec["symbols_sha256"]
     assert ref.token_digest(levels, idx) == vec["tokens_sha256"]
+    offsets = ref.colour_offsets((VECTORS / name).read_bytes())
+    assert (offsets is None and not vec.get("colour_sha256")) or ref.colour_digest(offsets) == vec["colour_sha256"]
 
 
 @pytest.mark.parametrize("vec", EXPECTED["invalid"], ids=lambda v: v["file"])
@@ -68,5 +80,5 @@ def test_invalid_vector_is_refused(vec: dict) -> None:
 
 
 def test_version_1_file_names_both_versions() -> None:
-    with pytest.raises(errors.FormatError, match="format version 1 .*reads format version 2"):
+    with pytest.raises(errors.FormatError, match="format version 1 .*reads format versions 2 and 3"):
         dqcodec.decode((VECTORS / "version1.dqc").read_bytes())

@@ -96,7 +96,7 @@ def test_tune_psnr_codes_the_rd_map() -> None:
     gate_map = levels_for_quality(m, analyze(m, x), 60)[0]
     assert not torch.equal(rd_map, gate_map)
     for tune, expected in (("psnr", rd_map), ("ssim", gate_map)):
-        _, tokens = decode_tokens(dqcodec.encode(img, quality=60, tune=tune))
+        _, tokens = decode_tokens(dqcodec.encode(img, quality=60, tune=tune, scale=1.0))
         assert torch.equal(tokens.levels[0], expected)
     with pytest.raises(DQCError, match="unknown tune"):
         dqcodec.encode(img, tune="vmaf")

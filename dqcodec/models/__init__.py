@@ -1,4 +1,4 @@
-from dqcodec.models.checkpoint import dqvae_from_checkpoint, float_state_dict, prior_from_checkpoint
+from dqcodec.models.checkpoint import dqvae_from_checkpoint, float_state_dict, prior_from_checkpoint, replace_decoder
 from dqcodec.models.dqvae import DQVAE, DQVAEConfig
 from dqcodec.models.prior import DQTransformer, PriorConfig
 
@@ -10,4 +10,5 @@ __all__ = [
     "dqvae_from_checkpoint",
     "float_state_dict",
     "prior_from_checkpoint",
+    "replace_decoder",
 ]

@@ -38,6 +38,9 @@ class DQVAEConfig:
     num_codes: int = 1024
     dec_in: int = 32  # channels of the dense code map the decoder reads
     gumbel_tau: float = 0.5
+    # regions of token context the decoder adds around a picture, its edge tokens repeated (0: none,
+    # the convolutions' zero padding; a decoder trained with context draws the picture's edges better)
+    border_regions: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
