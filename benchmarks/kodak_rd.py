@@ -67,9 +67,9 @@ SETTINGS = {
     "dq-psnr": at(0.5, 0, 35) + at(0.71, 35) + at(1, 0, 20, 35, 50, 65, 80, 100) + at(1.5, 50, 65, 80, 100),
     "vqgan": at(0.5, 0) + at(0.71, 0, 50, 100) + at(1, 0, 50, 100) + at(1.5, 0, 50, 100),
     **{
-        codec: [(q, None) for q in ROUND_TRIP_QUALITIES] for codec in ("dq-default", "dq-psnr-default", "vqgan-default")
+        codec: [(q, PATH) for q in ROUND_TRIP_QUALITIES] for codec in ("dq-default", "dq-psnr-default", "vqgan-default")
     },
-    "dq-e5": [(q, None) for q in ROUND_TRIP_QUALITIES],
+    "dq-e5": [(q, PATH) for q in ROUND_TRIP_QUALITIES],
     "jpeg": at(1, 5, 10, 20, 30, 50, 75),
     "webp": at(1, 0, 5, 20, 40, 60, 80),
     "avif": at(1, 5, 10, 20, 35, 50, 70),
@@ -202,7 +202,8 @@ def main() -> None:
                 row |= metrics(ref, out) | {"seconds": seconds, **extra}
                 rows.append(row)
                 scores = " ".join(f"{k} {row[k]:.4f}" for k in metrics.names)
-                print(f"{f.name} {codec:7} q={q:<4} x{scale:<4} bpp {row['bpp']:.4f} {scores}", flush=True)
+                where = "path" if scale == PATH else f"x{scale}"
+                print(f"{f.name} {codec:7} q={q:<4} {where:<5} bpp {row['bpp']:.4f} {scores}", flush=True)
     write_results(rows, metrics.names, args.out)
 
 

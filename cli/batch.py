@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from dqcodec.cli import interrupt
 from dqcodec.cli.files import (
     EncodeSettings,
     decode_bytes,
@@ -36,7 +37,7 @@ from dqcodec.cli.files import (
 )
 
 from dqcodec.errors import DQCError
-from dqcodec.fileio import claim, sweep_stale, write_atomic
+from dqcodec.fileio import PENDING, claim, sweep_stale, write_atomic
 
 MANIFEST_DIR = "dqc-manifest"  # of encode runs, under DST
 DECODE_MANIFEST_DIR = ".dqc-manifest"  # of --decode runs: hidden, out of the decoded pictures' way
@@ -484,6 +485,9 @@ def run_dask(
     import logging
     import tempfile
 
+    # a row says what failed: distributed's own logs in this process (a worker's comm closing as a
+    # Ctrl-C stops the cluster, with its traceback) would only clutter the user's terminal
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     cluster = None
     if scheduler == "local":
         import dask
@@ -496,6 +500,7 @@ def run_dask(
         # each prints a traceback as it stops: what they write goes to a log file instead.
         with tempfile.NamedTemporaryFile(prefix="dqc-cluster-", suffix=".log", delete=False) as log:
             log_path = log.name
+            PENDING.add(log_path)  # removed on a Ctrl-C too
             with _stderr_of_children(log.fileno()), dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
                 cluster = LocalCluster(
                     n_workers=workers or os.cpu_count() or 1, threads_per_worker=threads, processes=True,
@@ -523,6 +528,7 @@ def run_dask(
             cluster.close()
             with contextlib.suppress(OSError):
                 os.unlink(log_path)
+            PENDING.discard(log_path)
 
 
 @contextlib.contextmanager
@@ -562,6 +568,14 @@ def run_batch(
         if row.status == "fail":
             progress.echo(f"dqc: error: {row.error}")
     disk_full: Row | None = None
+
+    def farewell() -> str:
+        # not waiting for the jobs: local workers see this process end and stop, removing their
+        # temp files; a rerun resumes
+        manifest.close()
+        return f"dqc: interrupted; {count(progress.counts['ok'], 'file')} made, rerun to resume"
+
+    interrupt.on_interrupt(farewell)
     try:
         for row in rows:
             manifest.add(row)
@@ -572,15 +586,6 @@ def run_batch(
                 stop.set()
             else:
                 progress.update(row)
-    except KeyboardInterrupt:
-        manifest.close()
-        # not waiting for the jobs: local workers see this process end and stop, removing their
-        # temp files; a rerun resumes
-        if progress.bar is not None:
-            progress.bar.close()
-        click.echo(f"\ndqc: interrupted; {count(progress.counts['ok'], 'file')} made, rerun to resume", err=True)
-        sys.stderr.flush()
-        os._exit(130)
     finally:
         manifest.close()
     progress.close()

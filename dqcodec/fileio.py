@@ -52,6 +52,10 @@ class NotAClaimError(OSError):
     """A file with a claim's name, not made by dqc, is where the claim would go."""
 
 
+# temp and lock files this process holds now: what a Ctrl-C removes before it exits (cli.interrupt)
+PENDING: set[str] = set()
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], None], overwrite: bool = True) -> None:
     """Call write(fileobj) on a temp file in path's folder and move it to path on success.
 
@@ -64,6 +68,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None], overwrite: bool 
     path = Path(path)
     mode = _replaced_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".part", dir=path.parent or ".")
+    PENDING.add(tmp)
     try:
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)
@@ -77,6 +82,7 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], None], overwrite: bool 
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        PENDING.discard(tmp)
 
 
 def _move_no_clobber(tmp: str, path: Path) -> None:
@@ -117,11 +123,13 @@ def claim(path: Path) -> Iterator[bool]:
             raise NotAClaimError(errno.EEXIST, "a file that dqc did not make is where its lock would go", str(lock))
         if not content:
             os.pwrite(fd, CLAIM_MARK, 0)
+        PENDING.add(str(lock))
         try:
             yield True
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock)  # before the unlock: a process that locks this name later sees the output
+            PENDING.discard(str(lock))
     finally:
         os.close(fd)
 
