@@ -21,8 +21,9 @@ import numpy as np
 
 LOWER_IS_BETTER = {"lpips"}
 LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA2", "lpips": "LPIPS"}
-ANCHORS = ("dq-gate", "vqgan", "jpeg", "webp", "avif", "jxl")
-TESTS = ("dq", "dq-psnr")
+ANCHORS = ("dq-0.2-default", "dq-gate", "vqgan", "jpeg", "webp", "avif", "jxl")
+TESTS = ("dq", "dq-psnr", "dq-default", "dq-psnr-default", "dq-e5", "vqgan-default")
+OLD_DEFAULT = "dq-0.2-default"  # dqc 0.2's `dqc encode -q Q`: the dq rows at scale 1 (effort 0)
 
 
 def pareto_front(points: list[dict], metric: str) -> list[dict]:
@@ -90,6 +91,8 @@ def main() -> None:
     args = ap.parse_args()
     doc = json.loads((args.results / "kodak_rd.json").read_text())
     data, metrics = doc["mean"], doc["meta"].get("metrics", ["psnr", "ms_ssim"])
+    if "dq" in data:
+        data = {**data, OLD_DEFAULT: [e for e in data["dq"] if e.get("scale", 1.0) == 1]}
     lines: list[str] = []
     out = lines.append
 
@@ -106,7 +109,7 @@ def main() -> None:
     for test in (t for t in TESTS if t in data):
         for anchor in (a for a in (*TESTS, *ANCHORS) if a in data and a != test):
             out(f"| {test} | {anchor} | {bd_cells(data[test], data[anchor], metrics)} |")
-    own_size = {c: [e for e in data[c] if e.get("scale", 1.0) == 1] for c in (*TESTS, "vqgan") if c in data}
+    own_size = {c: [e for e in data[c] if e.get("scale", 1.0) == 1] for c in ("dq", "dq-psnr", "vqgan") if c in data}
     if "vqgan" in own_size and any(t in own_size for t in TESTS):
         out("")
         out("The models at the picture's own size (scale 1 settings only; no resampling for either):")

@@ -191,8 +191,9 @@ QUALITY_OPTION = click.option(
     type=FiniteFloat(0, 100),
     default=50.0,
     show_default=True,
-    help="size against picture: 0 the smallest file, 100 the best picture dqc makes (coding the picture larger "
-    "than its size there); 50 suits photos on the web at about 0.1 bpp",
+    help="size against picture: 0 the smallest file (about 0.01 bpp on photos), 100 the best picture dqc makes "
+    "(the picture coded at twice its size: about 1.2 bpp, 35 dB; AVIF does better at that size); 50, about "
+    "0.13 bpp, suits photos on the web",
 )
 BPP_OPTION = click.option(
     "--bpp",

@@ -262,6 +262,9 @@ def colour_correction(
     return colour.pack(found) if found is not None else None
 
 
+SINGLE_REGION = 16  # px: a coded picture no larger than this each way is one region
+
+
 def refined_tokens(
     m: LoadedModel,
     a: Analysis,
@@ -290,7 +293,9 @@ def refined_map_and_tokens(
     level's tokens are refined first, the map of within-scale `quality` chosen again from their
     measured distortion (as `--distortion measured` measures it), and that map's tokens refined."""
     setting = EFFORTS[effort]
-    if setting.steps == 0 or a.latents is None:
+    if setting.steps == 0 or a.latents is None or max(coded) <= SINGLE_REGION:
+        # a picture of one region (a 1x1 icon, say): the refinement's fixed cost (about 0.4 s of
+        # autograd set-up) would be most of its encode, and the colour correction fixes its colour
         return levels, a.idx
     picture = pad16(resample_picture(x, *coded)).to(device)
     vae = m.vae.to(device)
