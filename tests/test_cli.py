@@ -452,8 +452,8 @@ def test_small_files_cannot_make_the_decoder_allocate(tmp_path: Path) -> None:
 
 def test_decoding_memory_is_bounded_per_output_pixel(tmp_path: Path) -> None:
     """The worst a small file can ask: a picture coded at a quarter of its size each way (the
-    format's smallest scale), so that every coded pixel becomes 16. The README's bound: about
-    400 MB plus 10 bytes per output pixel."""
+    format's smallest scale), so that every coded pixel becomes 16. The README's bound: at most
+    500 MB plus 16 bytes per output pixel."""
     import dataclasses
 
     from dqcodec import bitstream
@@ -471,8 +471,8 @@ def test_decoding_memory_is_bounded_per_output_pixel(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         assert Image.open(tmp_path / "out.png").size == (4 * coded_width, 1024)
     megapixels = 4 * 2432 * 1024 / 1e6
-    assert peaks[2432] < 450 + 12 * megapixels, peaks
-    assert peaks[4864] - peaks[2432] < 12 * megapixels, peaks  # what each further output pixel costs
+    assert peaks[2432] < 500 + 16 * megapixels, peaks  # measured: about 480 MB
+    assert peaks[4864] - peaks[2432] < 16 * megapixels, peaks  # each further output pixel: measured 8-11 bytes
 
 
 @pytest.mark.parametrize("kind", ["png", "webp"])
