@@ -29,6 +29,7 @@ from dqcodec.cli.files import (
     encode_file,
     is_picture_name,
     outcome,
+    output_format,
     write_output,
 )
 from dqcodec.cli.images import IMAGE_SUFFIXES, MAX_PIXELS, MAX_PIXELS_ERROR, read_input
@@ -637,7 +638,7 @@ def batch(
     settings = EncodeSettings(quality, target_bpp, model, tune, scale, target, distortion, effort, kept,
                               output_quality)  # fmt: skip
     suffixes = {".dqc"} if decode_mode else IMAGE_SUFFIXES
-    image_format = Image.registered_extensions()[f".{out_format}"]
+    image_format = output_format(f"picture.{out_format}")  # Pillow's name, as decode's -o finds it
     _run(lambda: batching.check_destination(dst), dst)
     listed: list = []
     _run(lambda: listed.extend(batching.list_jobs(
