@@ -33,7 +33,6 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.prior_bits
 	$(PY) -m benchmarks.speed
 	$(PY) -m benchmarks.large_image
-	$(PY) -m benchmarks.report
 
 clean:
 	rm -rf $(VENV) out build *.egg-info dqcodec/*.so

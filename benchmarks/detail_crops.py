@@ -29,6 +29,7 @@ from benchmarks.allocation import edge_error, edge_ranking, gate_levels, rescue_
 from benchmarks.codecs import pillow_encode
 from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.loading import LoadedModel, load_model
+from dqcodec.metrics import psnr_of_pictures
 from dqcodec.ratecontrol import Analysis, analyze, decode_every_level, highest, levels_for_quality
 from dqcodec.rdo import STRUCTURAL_SCALE, choose_levels, multiplier
 from dqcodec.transform import synthesize
@@ -107,8 +108,7 @@ def pillow_at_rate(img: Image.Image, codec: str, budget: int) -> tuple[int, np.n
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return 10 * np.log10(255**2 / max(mse, 1e-10))
+    return min(psnr_of_pictures(a, b), 100.0)
 
 
 def sheet(ref: np.ndarray, pictures: dict[str, tuple[int, np.ndarray]], crops: list, pixels: int) -> Image.Image:

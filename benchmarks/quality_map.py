@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmarks.kodak_rd import Metrics
 from dqcodec.codec import image_to_tensor, reconstruct, write_tokens
+from dqcodec.compare.metrics import ALWAYS, measure_all
 from dqcodec.loading import load_model
 from dqcodec.models.dqvae import Tokens
 from dqcodec.ratecontrol import analyze, coded_size, levels_for_quality
@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--stem", default="quality_map")
     args = ap.parse_args()
-    metrics = Metrics()
+    metric_names = list(ALWAYS)
     m = load_model(args.model)
     files = sorted(args.data.glob("*.jpg"))[args.skip : args.skip + args.images]
     scales = [float(s) for s in args.scales.split(",")]
@@ -64,7 +64,8 @@ def main() -> None:
                     tokens = Tokens(levels[None], tuple(i[None] for i in a.idx))  # type: ignore[arg-type]
                     out = reconstruct(tokens, *img.size, m.name, coded=coded)
                     row = {"image": f.name, "tune": tune, "scale": scale, "quality": q}
-                    rows.append(row | {"bpp": 8 * len(data) / (img.width * img.height)} | metrics(ref, out))
+                    row |= {"bpp": 8 * len(data) / (img.width * img.height)}
+                    rows.append(row | measure_all(metric_names, ref, out))
         print(f.name, "done", flush=True)
 
     mean: dict[str, list[dict]] = {}
@@ -72,10 +73,10 @@ def main() -> None:
         for scale in scales:
             for q in internal:
                 sel = [r for r in rows if r["tune"] == tune and r["scale"] == scale and r["quality"] == q]
-                entry = {k: float(np.mean([r[k] for r in sel])) for k in ["bpp", *metrics.names]}
+                entry = {k: float(np.mean([r[k] for r in sel])) for k in ["bpp", *metric_names]}
                 mean.setdefault(tune, []).append({"scale": scale, "quality": q, **entry})
     best = {
-        tune: {metric: best_scale_by_rate(mean[tune], scales, metric) for metric in metrics.names} for tune in tunes
+        tune: {metric: best_scale_by_rate(mean[tune], scales, metric) for metric in metric_names} for tune in tunes
     }
     result = {
         "meta": {
@@ -93,7 +94,7 @@ def main() -> None:
     for tune in tunes:
         for e in mean[tune]:
             print(f"{tune} x{e['scale']:<4} q{e['quality']:<5g} bpp {e['bpp']:.4f} "
-                  + " ".join(f"{k} {e[k]:.3f}" for k in metrics.names))  # fmt: skip
+                  + " ".join(f"{k} {e[k]:.3f}" for k in metric_names))  # fmt: skip
         print(tune, json.dumps(best[tune]))
     path = suggested_path(mean["ssim"], scales, "ssimulacra2")
     result["suggested_path"] = path

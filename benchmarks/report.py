@@ -2,12 +2,13 @@
 
     python -m benchmarks.report [--results benchmarks/results]
 
-BD-rate: mean difference of log-rate over the overlapping quality range, with the rate of each
-curve interpolated piecewise-linearly in (quality metric, log rate) (works with 3-point curves).
+These are the tables of the research runs of kodak_rd.json (fixed settings per codec, dqc at
+several scales); `dqc compare` (benchmarks/results/compare-kodak/) is the comparison users see.
+BD-rate is the one `dqc compare` computes (dqcodec.compare.report.bd_rate: the bjontegaard
+package, pchip, on each curve's Pareto front); until 2026-12-05 this script interpolated log rate
+piecewise-linearly instead (benchmarks/bdrate_check.py compares the two).
 Negative = fewer bits than the anchor for the same quality. Curves are the means over the images
-at each setting, reduced to their Pareto front per metric (a setting that another beats on both
-rate and quality is what an encoder choosing settings would not use; this matters where dqc's
-resampled settings overlap its own-size ones).
+at each setting.
 """
 
 from __future__ import annotations
@@ -19,21 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from dqcodec.compare.report import bd_rate, pareto_front
+
 LOWER_IS_BETTER = {"lpips"}
 LABELS = {"psnr": "PSNR (dB)", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMULACRA2", "lpips": "LPIPS"}
 ANCHORS = ("dq-0.2-default", "dq-gate", "vqgan", "jpeg", "webp", "avif", "jxl")
 TESTS = ("dq", "dq-psnr", "dq-default", "dq-psnr-default", "dq-e5", "vqgan-default")
 OLD_DEFAULT = "dq-0.2-default"  # dqc 0.2's `dqc encode -q Q`: the dq rows at scale 1 (effort 0)
-
-
-def pareto_front(points: list[dict], metric: str) -> list[dict]:
-    """The settings no other setting beats on both rate and `metric`, by increasing rate."""
-    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-    front: list[dict] = []
-    for p in sorted(points, key=lambda p: (p["bpp"], -sign * p[metric])):
-        if not front or sign * p[metric] > sign * front[-1][metric]:
-            front.append(p)
-    return front
 
 
 def write_results(out: Path, summary: dict, rows: list[dict], table: list[str]) -> None:
@@ -42,24 +35,6 @@ def write_results(out: Path, summary: dict, rows: list[dict], table: list[str]) 
     out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     out.with_suffix(".md").write_text("\n".join(table) + "\n")
     print("\n".join(table))
-
-
-def bd_rate(test: list[dict], anchor: list[dict], metric: str = "psnr") -> float | None:
-    """Average bitrate difference of `test` vs `anchor` in percent at equal `metric` (negative = better)."""
-
-    def curve(points: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
-        pts = pareto_front(points, metric)
-        return np.array([sign * p[metric] for p in pts]), np.log(np.array([p["bpp"] for p in pts]))
-
-    qt, rt = curve(test)
-    qa, ra = curve(anchor)
-    lo, hi = max(qt.min(), qa.min()), min(qt.max(), qa.max())
-    if hi <= lo:
-        return None
-    grid = np.linspace(lo, hi, 200)
-    diff = np.interp(grid, qt, rt) - np.interp(grid, qa, ra)
-    return float((np.exp(diff.mean()) - 1) * 100)
 
 
 def quality_at_rate(points: list[dict], bpp: float, metric: str) -> float | None:

@@ -23,9 +23,10 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import click
 from dqcodec.cli import interrupt
@@ -39,6 +40,8 @@ from dqcodec.cli.files import (
 from dqcodec.errors import DQCError
 from dqcodec.fileio import PENDING, claim, sweep_stale, write_atomic
 
+T = TypeVar("T")
+R = TypeVar("R")
 MANIFEST_DIR = "dqc-manifest"  # of encode runs, under DST
 DECODE_MANIFEST_DIR = ".dqc-manifest"  # of --decode runs: hidden, out of the decoded pictures' way
 # an object store's manifest part is written at most this many rows or seconds apart
@@ -170,11 +173,11 @@ def _code_and_put(job: Job, row: Row, fs: object, path: str) -> None:
         fs.pipe_file(path, result)  # type: ignore[attr-defined]
 
 
-def code_one_in_pool(job: Job) -> Row:
-    """code_one in a local pool's worker, where SIGTERM (the batch ended) unwinds the job."""
+def in_pool_worker(task: Callable[[T], R], job: T) -> R:
+    """task(job) in a local pool's worker, where SIGTERM (the run ended) unwinds the job."""
     from dqcodec.cli.workers import run_job
 
-    return run_job(lambda: code_one(job))
+    return run_job(lambda: task(job))
 
 
 def list_jobs(
@@ -436,9 +439,15 @@ class Progress:
             click.echo(f"dqc: {count(self.total, 'file')}: {self.tallies()} ({elapsed:.0f} s)", err=True)
 
 
-def run_pool(jobs: list[Job], workers: int, stop: threading.Event) -> Iterator[Row]:
-    """The jobs on a local pool of processes that die with this one (workers.py). Once `stop` is
-    set, the jobs not started are cancelled: the rows of those running still come."""
+def run_pool(
+    jobs: list[T],
+    workers: int,
+    stop: threading.Event,
+    task: Callable[[T], R] = code_one,  # type: ignore[assignment]
+) -> Iterator[R]:
+    """task(job) for each job on a local pool of processes that die with this one (workers.py), in
+    the order they finish. Once `stop` is set, the jobs not started are cancelled: the results of
+    those running still come. `task` is a module-level function (it is pickled)."""
     import multiprocessing as mp
     import signal
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -455,7 +464,7 @@ def run_pool(jobs: list[Job], workers: int, stop: threading.Event) -> Iterator[R
     # until the submits are done.
     blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        futures = [pool.submit(code_one_in_pool, job) for job in jobs]
+        futures = [pool.submit(in_pool_worker, task, job) for job in jobs]
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     try:
@@ -472,12 +481,13 @@ def run_pool(jobs: list[Job], workers: int, stop: threading.Event) -> Iterator[R
 
 
 def run_dask(
-    jobs: list[Job], scheduler: str, workers: int | None, threads: int, stop: threading.Event
-) -> Iterator[Row]:
-    """The jobs as tasks on a Dask cluster: the one at `scheduler`, or 'local', a LocalCluster of
-    `workers` processes with `threads` threads each. A task whose worker dies is run again
-    elsewhere by the scheduler; a bad input is a failed row, never retried. Once `stop` is set,
-    the tasks not finished are cancelled."""
+    jobs: list[T], scheduler: str, workers: int | None, threads: int, stop: threading.Event,
+    task: Callable[[T], R] = code_one,  # type: ignore[assignment]
+) -> Iterator[R]:  # fmt: skip
+    """task(job) for each job (which has a `source`) as tasks on a Dask cluster: the one at
+    `scheduler`, or 'local', a LocalCluster of `workers` processes with `threads` threads each. A
+    task whose worker dies is run again elsewhere by the scheduler; a bad input is a failed
+    result, never retried. Once `stop` is set, the tasks not finished are cancelled."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
@@ -514,7 +524,7 @@ def run_dask(
     except OSError as e:
         raise DQCError(f"--scheduler {scheduler}: cannot reach it ({e})") from None
     try:
-        futures = client.map(code_one, jobs, pure=False, key=[f"dqc-{i}-{job.source}" for i, job in enumerate(jobs)])
+        futures = client.map(task, jobs, pure=False, key=[f"dqc-{i}-{job.source}" for i, job in enumerate(jobs)])
         stopped = False
         for future in as_completed(futures):
             if stop.is_set() and not stopped:

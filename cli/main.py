@@ -283,6 +283,7 @@ def cli() -> None:
     dqc decode photo.dqc                 -> photo.dqc.png
     dqc info photo.dqc                   what a file holds
     dqc batch photos/ coded/             every picture under a folder (or s3://)
+    dqc compare photos/ -o report/       dqc against JPEG, WebP, AVIF, JPEG XL
     """
 
 
@@ -660,6 +661,60 @@ def batch(
     failed: list[int] = []
     _run(lambda: failed.append(batching.run_batch(job_list, settled, dst, rows, stop, quiet, decode_mode)), dst)
     sys.exit(EXIT_INPUT if failed[0] else 0)
+
+
+@cli.command(short_help="Compare dqc with other codecs on your pictures: an RD report.")
+@click.argument("srcs", metavar="SRC...", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    "report_dir",
+    required=True,
+    metavar="REPORT_DIR",
+    help="the report's folder: index.html, results.csv, summary.json, bd-rate.md, plots/ and crops/",
+)
+@click.option("--codecs", metavar="LIST",
+              help="among dq, vqgan, jpeg, webp, avif, jxl, with options as dq:effort=5 or dq:tune=psnr "
+                   "[default: all that are installed]")  # fmt: skip
+@click.option("--metrics", metavar="LIST",
+              help="among psnr, ms-ssim, ssimulacra2, butteraugli, cvvdp [default: all that are installed; "
+                   "butteraugli needs Debian's libjxl-devtools, cvvdp the cvvdp package]")  # fmt: skip
+@click.option("--rates", metavar="LO-HI",
+              help="the range of bpp to compare at, such as 0.05-0.8 [default: from each image's smallest file, "
+                   "of any codec, to the size of JPEG at quality 75]")  # fmt: skip
+@click.option("--quick", is_flag=True, help="4 rates per codec instead of 6")
+@click.option("-j", "--jobs", type=click.IntRange(1, MAX_THREADS), default=None,
+              help="worker processes, one image each (not threads) [default: the CPUs]")  # fmt: skip
+@click.option("--scheduler", metavar="ADDRESS",
+              help="run on a Dask cluster: its scheduler (tcp://host:8786; REPORT_DIR must be on a disk its "
+                   "workers share), or 'local' for a LocalCluster (needs dqcodec[dask])")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True,
+              help="with --scheduler local: threads per worker process")  # fmt: skip
+@QUIET_OPTION
+def compare(
+    srcs: tuple[str, ...], report_dir: str, codecs: str | None, metrics: str | None, rates: str | None, quick: bool,
+    jobs: int | None, scheduler: str | None, threads: int, quiet: bool,
+) -> None:  # fmt: skip
+    """Rate-distortion of dqc against JPEG, WebP, AVIF, JPEG XL and the fixed-grid VQGAN on the
+    pictures in SRC (files or folders), with a report in REPORT_DIR: open its index.html.
+
+    Each codec is swept over the same range of rates, each point a real round trip (the file on
+    disk, decoded by the codec's own decoder) measured by PSNR, MS-SSIM and SSIMULACRA2 (and
+    Butteraugli and ColorVideoVDP where installed). The report holds BD-rates of every codec
+    against every other, RD plots, and crops at equal size side by side. Coded files are cached in
+    REPORT_DIR/.cache: a rerun, or a run after Ctrl-C, does only what is missing.
+    """
+    try:
+        import bjontegaard  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError:
+        _fail("dqc compare needs its extras: pip install 'dqcodec[compare]'")
+    from dqcodec.compare.run import run
+
+    code: list[int] = []
+    # its messages name what they are about: an option, a SRC or REPORT_DIR
+    _run(lambda: code.append(run(srcs, report_dir, codecs, metrics, rates, quick, jobs, scheduler, threads, quiet)))
+    sys.exit(code[0])
 
 
 if __name__ == "__main__":

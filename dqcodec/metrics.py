@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -13,6 +14,12 @@ _MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     mse = F.mse_loss(a.double(), b.double()).item()
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def psnr_of_pictures(reference: np.ndarray, decoded: np.ndarray) -> float:
+    """PSNR in dB of two uint8 pictures of the same shape (all channels together; inf if equal)."""
+    mse = float(np.mean((reference.astype(np.float64) - decoded.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def _gaussian_window(size: int, sigma: float, channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 import dqcodec
+from dqcodec.metrics import psnr_of_pictures
 from dqcodec.shipped import model_id
 from tests.conftest import synthetic_image
 
@@ -365,9 +366,8 @@ def test_profile_of_another_colour_space_is_left_out(small_image: Image.Image) -
 
 
 def _psnr(a: Path | Image.Image, b: Path) -> float:
-    x = np.asarray(Image.open(a).convert("RGB") if isinstance(a, Path) else a.convert("RGB"), dtype=np.float64)
-    y = np.asarray(Image.open(b).convert("RGB"), dtype=np.float64)
-    return float(10 * np.log10(255**2 / np.mean((x - y) ** 2)))
+    x = np.asarray(Image.open(a).convert("RGB") if isinstance(a, Path) else a.convert("RGB"))
+    return psnr_of_pictures(x, np.asarray(Image.open(b).convert("RGB")))
 
 
 def test_target_quality_reaches_it_with_the_least_bits(photo: Path, tmp_path: Path) -> None:

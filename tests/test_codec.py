@@ -13,6 +13,7 @@ import dqcodec
 from dqcodec import bitstream
 from dqcodec.codec import decode_tokens, image_to_tensor, model_of, reconstruct
 from dqcodec.loading import load_model
+from dqcodec.metrics import psnr_of_pictures
 from dqcodec.ratecontrol import analyze, levels_for_quality
 from dqcodec.shipped import model_id
 from dqcodec.transform import bfloat16_convolutions, decode_tiled, synthesize, to_uint8
@@ -20,8 +21,7 @@ from tests.conftest import synthetic_image
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:
-    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return 10 * np.log10(255**2 / np.mean((x - y) ** 2))
+    return psnr_of_pictures(np.asarray(a), np.asarray(b))
 
 
 def test_round_trip_size_and_quality(small_image: Image.Image, small_file: bytes) -> None:

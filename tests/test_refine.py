@@ -14,6 +14,7 @@ from dqcodec.codec import QualityPlan, image_to_tensor, refined_tokens, write_to
 from dqcodec.effort import DEFAULT_EFFORT, MAX_EFFORT
 from dqcodec.errors import ArgumentError
 from dqcodec.loading import load_model
+from dqcodec.metrics import psnr_of_pictures
 from dqcodec.ratecontrol import levels_for_quality
 from tests.test_cli import DQC
 
@@ -26,8 +27,7 @@ def photo() -> Image.Image:
 
 
 def _psnr(a: Image.Image, b: Image.Image) -> float:
-    x, y = (np.asarray(i.convert("RGB"), dtype=np.float64) for i in (a, b))
-    return float(10 * np.log10(255**2 / np.mean((x - y) ** 2)))
+    return psnr_of_pictures(*(np.asarray(i.convert("RGB")) for i in (a, b)))
 
 
 def test_higher_effort_gives_a_better_picture_from_the_same_map(photo: Image.Image) -> None:

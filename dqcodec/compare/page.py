@@ -1,0 +1,166 @@
+"""index.html of a comparison: one page that works offline, from files beside it (plots/, crops/).
+
+At the top, the verdict: dqc's BD-rate against each codec per measure, coloured, with the number
+of images where dqc needs fewer bits, and the mean RD plots. Below, each image: its crops at one
+matched rate, side by side, where the codecs differ most, with what each file cost, and dqc's
+granularity map over its crop at a click.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from dqcodec.compare.metrics import LABELS
+from dqcodec.fileio import write_atomic
+
+STYLE = """
+body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em auto; max-width: 1400px; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } .meta { color: #555; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+td, th { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.win { background: #c9efc9; } .lose { background: #f6cccc; } .even { background: #eee; }
+.plots img, img.wide { max-width: 100%; border: 1px solid #ddd; }
+.grid { display: flex; flex-wrap: wrap; gap: 10px; }
+figure { margin: 0; }
+figure img { width: 160px; height: 160px; image-rendering: pixelated; border: 1px solid #999; display: block; }
+body.zoom figure img { width: 320px; height: 320px; }
+figcaption { font-size: 12px; max-width: 320px; } .image { border-top: 2px solid #ddd; margin-top: 1.2em; }
+.controls { position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #ddd; z-index: 1; }
+.note { color: #a33; }
+"""
+
+SCRIPT = """
+const mapBox = document.getElementById('show-map');
+mapBox.addEventListener('change', () => {
+  for (const img of document.querySelectorAll('img[data-map]')) {
+    img.src = mapBox.checked ? img.dataset.map : img.dataset.plain;
+  }
+});
+const zoomBox = document.getElementById('zoom');
+zoomBox.addEventListener('change', () => document.body.classList.toggle('zoom', zoomBox.checked));
+"""
+
+
+def _cell(value: float | None) -> str:
+    if value is None:
+        return '<td class="even">no overlap</td>'
+    kind = "win" if value < -1 else "lose" if value > 1 else "even"
+    return f'<td class="{kind}">{value:+.1f}%</td>'
+
+
+def verdict(summary: dict) -> str:
+    metrics, codecs = summary["metrics"], list(summary["bd_rate"][summary["metrics"][0]]) if summary["bd_rate"] else []
+    if not codecs:
+        return "<p>No codec has results yet.</p>"
+    test = next((c for c in codecs if c.startswith("dq")), codecs[0])
+    judge = "ssimulacra2" if "ssimulacra2" in metrics else metrics[0]
+    rows = [f"<tr><th>{html.escape(test)} against</th>" + "".join(f"<th>{LABELS[m]}</th>" for m in metrics)
+            + f"<th>images where {html.escape(test)} needs fewer bits ({LABELS[judge]})</th></tr>"]  # fmt: skip
+    per_image = summary["per_image_bd_rate"].get(judge, {})
+    for anchor in codecs:
+        if anchor == test:
+            continue
+        values = [v.get(anchor) for v in per_image.values() if v.get(anchor) is not None]
+        wins = sum(v < 0 for v in values)
+        cells = "".join(_cell(summary["bd_rate"][m][test].get(anchor)) for m in metrics)
+        rows.append(f"<tr><td>{html.escape(anchor)}</td>{cells}<td>{wins} of {len(values)}</td></tr>")
+    return (
+        f"<p>BD-rate of <b>{html.escape(test)}</b>: the bits it needs for the same quality as each codec, over the"
+        " mean curves. <span class='win'>Green</span>: fewer bits, <span class='lose'>red</span>: more.</p>"
+        f"<table>{''.join(rows)}</table>"
+    )
+
+
+def bd_tables(summary: dict) -> str:
+    parts = []
+    for m in summary["metrics"]:
+        table = summary["bd_rate"].get(m, {})
+        codecs = list(table)
+        if not codecs:
+            continue
+        head = "<tr><th>codec vs</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in codecs) + "</tr>"
+        body = "".join(
+            f"<tr><td>{html.escape(t)}</td>"
+            + "".join("<td></td>" if a == t else _cell(table[t].get(a)) for a in codecs)
+            + "</tr>"
+            for t in codecs
+        )  # fmt: skip
+        parts.append(f"<h3>{LABELS[m]}</h3><table>{head}{body}</table>")
+    return "".join(parts)
+
+
+def _score(metric: str, value: float) -> str:
+    return f"{value:.4f}" if metric == "ms_ssim" else f"{value:.2f}"
+
+
+def image_section(result: dict, metrics: list[str], plot_exists: bool) -> str:
+    name = html.escape(result["image"])
+    if result.get("error"):
+        return f"<section class='image'><h3>{name}</h3><p class='note'>{html.escape(result['error'])}</p></section>"
+    parts = [f"<section class='image' id='{name}'><h3>{name}</h3>"]
+    crops = result.get("crops") or {}
+    if crops.get("codecs"):
+        x, y, w, h = crops["box"]
+        parts.append(f"<p>Crops at about {crops['target_bpp']:.3f} bpp, the {w}x{h} region at ({x}, {y}) where the"
+                     " codecs differ most.</p><div class='grid'>")  # fmt: skip
+        parts.append(f"<figure><img src='crops/{html.escape(crops['original'])}' alt='original'>"
+                     "<figcaption><b>original</b></figcaption></figure>")  # fmt: skip
+        for entry in crops["codecs"]:
+            src = "crops/" + html.escape(entry["crop"])
+            extra = f" data-plain='{src}' data-map='crops/{html.escape(entry['map'])}'" if entry.get("map") else ""
+            scores = ", ".join(f"{LABELS[m].split(' ')[0]} {_score(m, v)}" for m, v in entry["scores"].items())
+            parts.append(f"<figure><img src='{src}'{extra} alt='{html.escape(entry['codec'])}'><figcaption>"
+                         f"<b>{html.escape(entry['codec'])}</b> {entry['bytes']:,} bytes, {entry['bpp']:.3f} bpp"
+                         f"<br>{scores}</figcaption></figure>")  # fmt: skip
+        parts.append("</div>")
+    elif crops.get("error"):
+        parts.append(f"<p class='note'>no crops: {html.escape(crops['error'])}</p>")
+    failures = [row for row in result["rows"] if row.get("error")]
+    for row in failures:
+        parts.append(f"<p class='note'>{html.escape(row['codec'])}: {html.escape(row['error'])}</p>")
+    if plot_exists:
+        from dqcodec.compare.sweep import slug
+
+        stem = html.escape(slug(Path(result["image"]).stem))
+        parts.append(f"<details><summary>RD curves of {name}</summary><a href='plots/{stem}.svg'>"
+                     f"<img src='plots/{stem}.png' alt='RD curves of {name}' class='wide'></a></details>")  # fmt: skip
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def write_page(report_dir: Path, summary: dict) -> None:
+    from dqcodec.compare.sweep import slug
+
+    metrics = summary["metrics"]
+    state = "" if summary["finished"] else " <span class='note'>(partial: the run was stopped)</span>"
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in summary.get("notes", []))
+    mean_plot = (
+        "<div class='plots'><a href='plots/mean.svg'><img src='plots/mean.png' alt='mean RD curves'></a></div>"
+        if (report_dir / "plots" / "mean.png").exists() else ""
+    )  # fmt: skip
+    sections = "".join(
+        image_section(r, metrics, (report_dir / "plots" / f"{slug(Path(r['image']).stem)}.png").exists())
+        for r in summary["per_image"]
+    )  # fmt: skip
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dqc compare: {summary["images"]} images</title>
+<style>{STYLE}</style></head><body>
+<h1>dqc compare{state}</h1>
+<p class="meta">{summary["images"]} images · codecs: {html.escape(", ".join(summary["codecs"]))} ·
+measures: {html.escape(", ".join(LABELS[m] for m in metrics))} · {html.escape(summary["rates"])} ·
+{html.escape(summary["made_by"])} · <a href="results.csv">results.csv</a> · <a href="summary.json">summary.json</a></p>
+{f'<ul class="note">{notes}</ul>' if notes else ""}
+<h2>Where it wins and where it loses</h2>
+{verdict(summary)}
+{mean_plot}
+<details><summary>BD-rate of every codec against every other</summary>{bd_tables(summary)}</details>
+<h2>Each image</h2>
+<div class="controls"><label><input type="checkbox" id="show-map"> show dqc's granularity map on its crops
+(blue: 4 codes a region, red: 16)</label> &nbsp; <label><input type="checkbox" id="zoom"> 2x</label></div>
+{sections}
+<script>{SCRIPT}</script>
+</body></html>
+"""
+    write_atomic(report_dir / "index.html", lambda f: f.write(page.encode()))
