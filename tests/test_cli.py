@@ -701,3 +701,26 @@ def test_help_describes_every_option_and_its_default() -> None:
             if not param.is_flag and has_default:  # and what it is when not given
                 assert param.show_default or "[default:" in param.help, (name, param.name)
     assert "processes" in dqc("batch", "--help").stdout.decode()  # -j is processes (avifenc's -j is threads)
+
+
+def test_batch_counts_read_right_and_its_report_keeps_encodes_apart(tmp_path: Path, small_image: Image.Image) -> None:
+    """Issue 33's batch polish: "1 file", tallies that add up, the --decode manifest out of the
+    decoded pictures' way, --report that does not mix pictures' bytes with .dqc bpp, and a bad
+    DST said once."""
+    src, dst, decoded = tmp_path / "src", tmp_path / "dst", tmp_path / "decoded"
+    src.mkdir()
+    small_image.save(src / "photo.png")
+    r = dqc("batch", str(src), str(dst), "-q", "30")
+    assert r.returncode == 0, r.stderr
+    assert re.search(rb"dqc: 1 file: ok 1, skipped 0, failed 0", r.stderr), r.stderr
+    r = dqc("batch", str(dst), str(decoded), "--decode")
+    assert r.returncode == 0, r.stderr
+    assert [p.name for p in decoded.iterdir() if not p.name.startswith(".")] == ["photo.dqc.png"]
+    encoded_report = dqc("batch", "--report", str(dst)).stdout.decode()
+    assert "encoded: 1 .dqc file" in encoded_report and "bpp" in encoded_report, encoded_report
+    decoded_report = dqc("batch", "--report", str(decoded)).stdout.decode()
+    assert "decoded: 1 picture" in decoded_report and "bpp" not in decoded_report, decoded_report
+    small_image.save(src / "second.png")
+    (tmp_path / "a-file").write_bytes(b"")
+    r = dqc("batch", str(src), str(tmp_path / "a-file"))
+    assert r.returncode == 1 and r.stderr.decode().count("\n") == 1 and b"a-file" in r.stderr, r.stderr

@@ -9,9 +9,13 @@ granularity map over its crop at a click.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
-from dqcodec.compare.metrics import LABELS
+import numpy as np
+
+from dqcodec.compare.metrics import LABELS, better
+from dqcodec.compare.report import pareto_front
 from dqcodec.fileio import write_atomic
 
 STYLE = """
@@ -69,6 +73,49 @@ def verdict(summary: dict) -> str:
     return (
         f"<p>BD-rate of <b>{html.escape(test)}</b>: the bits it needs for the same quality as each codec, over the"
         " mean curves. <span class='win'>Green</span>: fewer bits, <span class='lose'>red</span>: more.</p>"
+        f"<table>{''.join(rows)}</table>"
+    )
+
+
+def score_at(points: list[dict], bpp: float, metric: str) -> float | None:
+    """A mean curve's `metric` at `bpp` (linear in log rate along its Pareto front); None outside it."""
+    front = pareto_front(points, metric)
+    if len(front) < 2 or not front[0]["bpp"] * 0.97 <= bpp <= front[-1]["bpp"] * 1.03:
+        return None
+    rates = [math.log(p["bpp"]) for p in front]
+    return float(np.interp(math.log(bpp), rates, [p[metric] for p in front]))
+
+
+def by_rate(summary: dict) -> str:
+    """At each rate dqc was compared at: every codec's score there, the best in bold, dqc's cell
+    green where it is the best and red where it is not."""
+    metrics = summary["metrics"]
+    metric = "ssimulacra2" if "ssimulacra2" in metrics else metrics[0]
+    curves = summary["mean_curves"]
+    test = next((c for c in curves if c.startswith("dq")), None)
+    if test is None:
+        return ""
+    others = [c for c in curves if c != test]
+    head = f"<tr><th>bpp</th><th>{html.escape(test)}</th>" + "".join(f"<th>{html.escape(c)}</th>" for c in others)
+    rows = [head + "</tr>"]
+    for point in pareto_front(curves[test], metric):
+        scores = {c: score_at(curves[c], point["bpp"], metric) for c in others}
+        known = {c: v for c, v in scores.items() if v is not None}
+        best = None
+        for v in known.values():
+            best = v if best is None or better(metric, v, best) else best
+        wins = best is None or not better(metric, best, point[metric])
+        cells = [f"<td class='{'win' if wins else 'lose'}'><b>{_score(metric, point[metric])}</b></td>" if wins
+                 else f"<td class='lose'>{_score(metric, point[metric])}</td>"]  # fmt: skip
+        for c in others:
+            v = scores[c]
+            low = bool(curves[c]) and point["bpp"] < min(q["bpp"] for q in curves[c])
+            text = ("cannot go this low" if low else "not reached") if v is None else _score(metric, v)
+            cells.append(f"<td><b>{text}</b></td>" if v is not None and v == best and not wins else f"<td>{text}</td>")
+        rows.append(f"<tr><td>{point['bpp']:.3f}</td>{''.join(cells)}</tr>")
+    return (
+        f"<p>{LABELS[metric]} at each rate {html.escape(test)} was compared at (mean over the images; the other codecs"
+        " interpolated at the same rate on their own curves): where it is the best and where it is not.</p>"
         f"<table>{''.join(rows)}</table>"
     )
 
@@ -154,6 +201,7 @@ measures: {html.escape(", ".join(LABELS[m] for m in metrics))} · {html.escape(s
 {f'<ul class="note">{notes}</ul>' if notes else ""}
 <h2>Where it wins and where it loses</h2>
 {verdict(summary)}
+{by_rate(summary)}
 {mean_plot}
 <details><summary>BD-rate of every codec against every other</summary>{bd_tables(summary)}</details>
 <h2>Each image</h2>

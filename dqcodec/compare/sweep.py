@@ -1,10 +1,11 @@
 """One image through every codec: the rates it is compared at, each codec's setting for each rate,
 the round trips, their measures, and crops of the pictures at one matched rate.
 
-The rates come from the image: from the smallest file any codec writes of it (dqc's `-q 0`,
-usually) to the size JPEG gives at its default quality 75, in `points` steps, evenly in log
-rate (or `rates`, when the user gives a range). dqc's models are asked for each rate with
-`--bpp`; Pillow's codecs get the quality whose file comes nearest the rate, found by search.
+The rates come from the image: from the smallest file any codec writes of it at its defaults
+(dqc's `-q 0`, usually; "dq:effort=5" counts as "dq") to the size JPEG gives at its default
+quality 75, in `points` steps, evenly in log rate (or `rates`, when the user gives a range).
+dqc's models are asked for each rate with `--bpp`; Pillow's codecs get the quality whose file
+comes nearest the rate, found by search.
 Every coded file and its measures are cached under the report's folder, keyed by the image's
 pixels, the codec, its setting and its version, so a rerun only does what is missing.
 """
@@ -173,7 +174,9 @@ class ImageSweep:
         if self.job.rates is not None:
             lo, hi = self.job.rates
         else:
-            lo = min(self.bpp(c, self.lowest(c)) for c in codecs)
+            # the families' own defaults, so that adding "dq:effort=5" to a comparison keeps its rates
+            families = [parse_codec(f) for f in dict.fromkeys(c.family for c in codecs)]
+            lo = min(self.bpp(c, self.lowest(c)) for c in families)
             jpeg = parse_codec("jpeg")
             hi = self.bpp(jpeg, Setting("quality", JPEG_DEFAULT_QUALITY))
             hi = max(hi, 8 * lo)  # a flat picture: JPEG's file is small too
