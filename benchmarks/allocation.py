@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmarks.kodak_rd import Metrics
 from benchmarks.report import bd_rate, write_results
 from dqcodec.codec import image_to_tensor, write_tokens
+from dqcodec.compare.metrics import Measures
 from dqcodec.loading import LoadedModel, load_model
 from dqcodec.models.dqvae import rank_levels
 from dqcodec.ratecontrol import Analysis, analyze, decode_every_level
@@ -151,7 +151,7 @@ def gate_levels(m: LoadedModel, a: Analysis, quality: float) -> torch.Tensor:
     return rank_levels(a.score[None], torch.tensor([fine]), torch.tensor([medium]))[0]
 
 
-def code(m: LoadedModel, a, levels: torch.Tensor, img: Image.Image, ref: np.ndarray, metrics: Metrics) -> dict:
+def code(m: LoadedModel, a, levels: torch.Tensor, img: Image.Image, ref: np.ndarray, metrics: Measures) -> dict:
     data = write_tokens(m, levels, a.idx, img.width, img.height)
     out = synthesize(m.vae, levels, a.idx, img.width, img.height, "cpu").permute(1, 2, 0).numpy()
     return {
@@ -177,7 +177,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     ap.add_argument("--stem", default="allocation", help="name of the result files")
     args = ap.parse_args()
-    m, metrics = load_model("dq"), Metrics()
+    m, metrics = load_model("dq"), Measures()
     qualities = [float(q) for q in args.qualities.split(",")]
     names, alphas = args.candidates.split(","), [float(v) for v in args.alphas.split(",")]
     files = sorted(args.data.glob("*.jpg"))[:: max(1, len(list(args.data.glob("*.jpg"))) // args.images)]

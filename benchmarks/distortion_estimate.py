@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.kodak_rd import Metrics
 from benchmarks.report import bd_rate, write_results
 from dqcodec.codec import image_to_tensor, write_tokens
+from dqcodec.compare.metrics import Measures
 from dqcodec.loading import load_model
 from dqcodec.ratecontrol import DISTORTIONS, TUNES, analyze, levels_for_quality
 from dqcodec.transform import synthesize
@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     files = sorted(p for p in args.data.iterdir() if p.suffix.lower() in (".png", ".jpg"))[: args.images]
     qualities = [float(q) for q in args.qualities.split(",")]
-    m, metrics = load_model("dq"), Metrics()
+    m, metrics = load_model("dq"), Measures()
     rows: list[dict] = []
     t0 = time.time()
     for f in files:

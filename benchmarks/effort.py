@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.kodak_rd import Metrics
 from benchmarks.report import bd_rate
 from dqcodec import effort as efforts
 from dqcodec import refine
 from dqcodec.codec import image_to_tensor, reconstruct, refined_map_and_tokens, write_tokens
+from dqcodec.compare.metrics import Measures
 from dqcodec.loading import load_model
 from dqcodec.models.dqvae import Tokens
 from dqcodec.ratecontrol import analyze, levels_for_quality
@@ -64,7 +64,7 @@ def main() -> None:
         settings[name] = (len(variants) - 1, (float(msw), float(ratew), start[0] if start else refine.START))
     efforts.EFFORTS = tuple(variants)
 
-    metrics = Metrics()
+    metrics = Measures()
     files = sorted(args.data.glob("*.jpg"))[: args.images]
     qualities = [float(q) for q in args.qualities.split(",")]
     rows = []

@@ -121,3 +121,13 @@ def better(metric: str, a: float, b: float) -> bool:
 
 def measure_all(names: list[str], reference: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
     return {name: MEASURES[name](reference, decoded) for name in names}
+
+
+class Measures:
+    """Measures by name, callable on (reference, decoded) pictures: the benchmarks' scorer."""
+
+    def __init__(self, names: tuple[str, ...] = ALWAYS) -> None:
+        self.names = list(names)
+
+    def __call__(self, reference: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
+        return measure_all(self.names, reference, decoded)
