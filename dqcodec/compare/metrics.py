@@ -17,7 +17,7 @@ import numpy as np
 
 ALWAYS = ("psnr", "ms_ssim", "ssimulacra2")
 OPTIONAL = ("butteraugli", "cvvdp")
-LOWER_IS_BETTER = {"butteraugli"}
+LOWER_IS_BETTER = {"butteraugli", "lpips"}  # LPIPS: not measured here (its weights download), scored by benchmarks
 LABELS = {
     "psnr": "PSNR (dB)",
     "ms_ssim": "MS-SSIM",

@@ -102,7 +102,8 @@ class ImageSweep:
         self.reference = np.asarray(img)
         self.pixels = img.width * img.height
         self.cache = CodedCache(job.report_dir, picture_key(self.reference))
-        self.decoded: dict[tuple[str, Setting], np.ndarray] = {}
+        self.decoded: dict[tuple[str, Setting], np.ndarray] = {}  # the pictures the crops need, kept
+        self.keep: set[tuple[str, Setting]] = set()
 
     def coded(self, codec: Codec, setting: Setting) -> dict:
         """The file of `codec` at `setting` (made, or found in the cache) and its size."""
@@ -128,7 +129,8 @@ class ImageSweep:
             record["decode_cpu_s"] = time.process_time() - t0
             record |= measure_all([m for m in self.job.metrics if m not in record], self.reference, decoded)
             self.cache.store(codec, setting, None, record)
-            self.decoded[codec.name, setting] = decoded
+            if (codec.name, setting) in self.keep:
+                self.decoded[codec.name, setting] = decoded
         return record
 
     def picture(self, codec: Codec, setting: Setting) -> np.ndarray:
@@ -206,6 +208,9 @@ def run_image(job: ImageJob) -> ImageResult:
     codecs = [parse_codec(name) for name in job.codecs]
     result.targets = sweep.targets(codecs)
     name = Path(job.source).name
+    from dqcodec.compare.crops import crop_image, matched_index
+
+    shown = matched_index(result.targets)
     for codec in codecs:
         chosen: list[Setting] = []
         for target in result.targets:
@@ -214,6 +219,8 @@ def run_image(job: ImageJob) -> ImageResult:
                 result.rows.append({"image": name, "codec": codec.name, "error": failed})
                 break
         result.points[codec.name] = [str(s) for s in chosen]
+        if len(chosen) > shown:  # a whole picture per point would not fit in memory for large photos
+            sweep.keep.add((codec.name, chosen[shown]))
         for setting in dict.fromkeys(chosen):
             row = {"image": name, "codec": codec.name, "setting": str(setting), "width": img.width,
                    "height": img.height}  # fmt: skip
@@ -222,8 +229,6 @@ def run_image(job: ImageJob) -> ImageResult:
             if failed:
                 row["error"] = failed
             result.rows.append(row)
-    from dqcodec.compare.crops import crop_image
-
     failed = _attempt(lambda: setattr(result, "crops", crop_image(sweep, codecs, result)))
     if failed:
         result.crops = {"error": failed}
