@@ -232,3 +232,13 @@ def test_the_ms_ssim_library_matches_dqcs_own() -> None:
     for noise in (0.02, 0.08):
         out = (ref + noise * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
         assert float(library(ref, out, data_range=1.0)) == pytest.approx(float(own(ref, out)[0]), abs=1e-4)
+
+
+def test_a_report_inside_src_is_not_compared_again(tmp_path: Path) -> None:
+    """`dqc compare photos/ -o photos/report`: the report's crops are pictures, not inputs."""
+    src = photos(tmp_path / "photos", count=1, side=64)
+    for _ in range(2):
+        run = compare(str(src), "-o", str(src / "report"), "--quick", "--codecs", "jpeg")
+        assert run.returncode == 0, run.stderr
+    summary = json.loads((src / "report" / "summary.json").read_text())
+    assert [r["image"] for r in summary["per_image"]] == ["photo0.png"]

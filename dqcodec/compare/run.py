@@ -38,15 +38,19 @@ class Plan:
     notes: list[str]
 
 
-def list_images(srcs: tuple[str, ...]) -> list[str]:
-    """The pictures among SRC files and under SRC folders (recursively), sorted per folder."""
+def list_images(srcs: tuple[str, ...], report_dir: str | None = None) -> list[str]:
+    """The pictures among SRC files and under SRC folders (recursively, but not in hidden folders
+    nor in REPORT_DIR, whose crops are pictures too), sorted per folder."""
     from dqcodec.cli.files import is_picture_name
 
+    report = os.path.realpath(report_dir) if report_dir else None
     found: list[str] = []
     for src in srcs:
         if os.path.isdir(src):
             for folder, dirs, files in os.walk(src):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(
+                    d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(folder, d)) != report
+                )
                 found += [os.path.join(folder, f) for f in sorted(files) if is_picture_name(f)]
         elif os.path.exists(src):
             found.append(src)
@@ -57,7 +61,7 @@ def list_images(srcs: tuple[str, ...]) -> list[str]:
     return found
 
 
-def plan(srcs: tuple[str, ...], codecs: str | None, metrics: str | None) -> Plan:
+def plan(srcs: tuple[str, ...], codecs: str | None, metrics: str | None, report_dir: str | None = None) -> Plan:
     """The images, and the codecs and measures that can run here (a missing optional one is a note)."""
     notes = []
     names = [c for c in (codecs.split(",") if codecs else DEFAULT_CODECS) if c.strip()]
@@ -84,7 +88,7 @@ def plan(srcs: tuple[str, ...], codecs: str | None, metrics: str | None) -> Plan
             raise DQCError(f"--metrics {m}: {reason}")
         else:
             notes.append(f"{m} skipped: {reason}")
-    return Plan(list_images(srcs), chosen, measures, notes)
+    return Plan(list_images(srcs, report_dir), chosen, measures, notes)
 
 
 def parse_rates(text: str | None) -> tuple[float, float] | None:
@@ -156,7 +160,7 @@ def run(
     from dqcodec.cli import batch, interrupt
     from dqcodec.compare.report import plot_image, write_report
 
-    p = plan(srcs, codecs, metrics)
+    p = plan(srcs, codecs, metrics, report_dir)
     root = Path(report_dir)
     try:
         root.mkdir(parents=True, exist_ok=True)
