@@ -75,9 +75,7 @@ def main() -> None:
                 sel = [r for r in rows if r["tune"] == tune and r["scale"] == scale and r["quality"] == q]
                 entry = {k: float(np.mean([r[k] for r in sel])) for k in ["bpp", *metric_names]}
                 mean.setdefault(tune, []).append({"scale": scale, "quality": q, **entry})
-    best = {
-        tune: {metric: best_scale_by_rate(mean[tune], scales, metric) for metric in metric_names} for tune in tunes
-    }
+    best = {tune: {metric: best_scale_by_rate(mean[tune], scales, metric) for metric in metric_names} for tune in tunes}
     result = {
         "meta": {
             "machine": platform.platform(),
