@@ -27,10 +27,10 @@ th:first-child, td:first-child { text-align: left; }
 .win { background: #c9efc9; } .lose { background: #f6cccc; } .even { background: #eee; }
 .plots img, img.wide { max-width: 100%; border: 1px solid #ddd; }
 .grid { display: flex; flex-wrap: wrap; gap: 10px; }
-figure { margin: 0; }
+figure { margin: 0; width: 160px; } body.zoom figure { width: 320px; }
 figure img { width: 160px; height: 160px; image-rendering: pixelated; border: 1px solid #999; display: block; }
 body.zoom figure img { width: 320px; height: 320px; }
-figcaption { font-size: 12px; max-width: 320px; } .image { border-top: 2px solid #ddd; margin-top: 1.2em; }
+figcaption { font-size: 12px; } .image { border-top: 2px solid #ddd; margin-top: 1.2em; }
 .controls { position: sticky; top: 0; background: #fff; padding: 6px 0; border-bottom: 1px solid #ddd; z-index: 1; }
 .note { color: #a33; }
 """
