@@ -27,7 +27,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# about 2 hours on 2 cores (kodak_rd alone about 90 minutes); results land in benchmarks/results/
+# about an hour on 2 cores (kodak_rd, i.e. dqc compare on Kodak, about 35 minutes); results land in benchmarks/results/
 bench: $(STAMP)
 	$(PY) -m benchmarks.kodak_rd
 	$(PY) -m benchmarks.prior_bits
