@@ -439,6 +439,19 @@ class Progress:
             click.echo(f"dqc: {count(self.total, 'file')}: {self.tallies()} ({elapsed:.0f} s)", err=True)
 
 
+def run_jobs(
+    jobs: list[T], scheduler: str | None, workers: int | None, threads: int, stop: threading.Event,
+    task: Callable[[T], R] = code_one,  # type: ignore[assignment]
+) -> Iterator[R]:  # fmt: skip
+    """task(job) for each job on the Dask cluster at `scheduler` ('local': a LocalCluster) or, without
+    one, on a pool of `workers` local processes (None: one per CPU, at most one per job)."""
+    if scheduler:
+        return run_dask(jobs, scheduler, workers, threads, stop, task)
+    from dqcodec.cli.main import available_cpus
+
+    return run_pool(jobs, max(1, min(len(jobs), workers or available_cpus())), stop, task)
+
+
 def run_pool(
     jobs: list[T],
     workers: int,

@@ -654,10 +654,7 @@ def batch(
     if scheduler is None or scheduler == "local":  # processes on this machine
         jobs, threads = bounded_count("-j", jobs), bounded_count("--threads", threads) or 1
     stop = threading.Event()
-    if scheduler:
-        rows = batching.run_dask(job_list, scheduler, jobs, threads, stop)
-    else:
-        rows = batching.run_pool(job_list, max(1, min(len(job_list), jobs or available_cpus())), stop)
+    rows = batching.run_jobs(job_list, scheduler, jobs, threads, stop)
     failed: list[int] = []
     _run(lambda: failed.append(batching.run_batch(job_list, settled, dst, rows, stop, quiet, decode_mode)), dst)
     sys.exit(EXIT_INPUT if failed[0] else 0)

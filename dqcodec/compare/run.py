@@ -203,14 +203,10 @@ def run(
 
     stop = threading.Event()
     if scheduler is None or scheduler == "local":
-        from dqcodec.cli.main import available_cpus, bounded_count
+        from dqcodec.cli.main import bounded_count
 
         jobs, threads = bounded_count("-j", jobs), bounded_count("--threads", threads) or 1
-    outcomes: Iterator[ImageResult]
-    if scheduler:
-        outcomes = batch.run_dask(job_list, scheduler, jobs, threads, stop, task=run_image)
-    else:
-        outcomes = batch.run_pool(job_list, max(1, min(len(job_list), jobs or available_cpus())), stop, task=run_image)
+    outcomes: Iterator[ImageResult] = batch.run_jobs(job_list, scheduler, jobs, threads, stop, task=run_image)
     interrupt.on_interrupt(farewell)
     for result in outcomes:
         record = as_dict(result, by_source[result.source])
