@@ -142,13 +142,13 @@ def _score(metric: str, value: float) -> str:
     return f"{value:.4f}" if metric == "ms_ssim" else f"{value:.2f}"
 
 
-def image_section(result: dict, metrics: list[str], plot_exists: bool) -> str:
+def image_section(result: dict, metrics: list[str], plot_exists: bool, crops_exist: bool) -> str:
     name = html.escape(result["image"])
     if result.get("error"):
         return f"<section class='image'><h3>{name}</h3><p class='note'>{html.escape(result['error'])}</p></section>"
     parts = [f"<section class='image' id='{name}'><h3>{name}</h3>"]
     crops = result.get("crops") or {}
-    if crops.get("codecs"):
+    if crops.get("codecs") and crops_exist:
         x, y, w, h = crops["box"]
         parts.append(f"<p>Crops at about {crops['target_bpp']:.3f} bpp, the {w}x{h} region at ({x}, {y}) where the"
                      " codecs differ most.</p><div class='grid'>")  # fmt: skip
@@ -162,6 +162,8 @@ def image_section(result: dict, metrics: list[str], plot_exists: bool) -> str:
                          f"<b>{html.escape(entry['codec'])}</b> {entry['bytes']:,} bytes, {entry['bpp']:.3f} bpp"
                          f"<br>{scores}</figcaption></figure>")  # fmt: skip
         parts.append("</div>")
+    elif crops.get("codecs"):
+        parts.append("<p class='note'>This copy of the report has no crops (a rerun makes them).</p>")
     elif crops.get("error"):
         parts.append(f"<p class='note'>no crops: {html.escape(crops['error'])}</p>")
     failures = [row for row in result["rows"] if row.get("error")]
@@ -188,7 +190,12 @@ def write_page(report_dir: Path, summary: dict) -> None:
         if (report_dir / "plots" / "mean.png").exists() else ""
     )  # fmt: skip
     sections = "".join(
-        image_section(r, metrics, (report_dir / "plots" / f"{slug(Path(r['image']).stem)}.png").exists())
+        image_section(
+            r,
+            metrics,
+            (report_dir / "plots" / f"{slug(Path(r['image']).stem)}.png").exists(),
+            bool(r.get("crops")) and (report_dir / "crops" / str((r["crops"] or {}).get("original"))).exists(),
+        )
         for r in summary["per_image"]
     )  # fmt: skip
     page = f"""<!doctype html>
