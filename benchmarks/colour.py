@@ -6,7 +6,8 @@
    ones): the largest error of any sample, rim included.
 2. 1x1 pictures of the same colours: the largest error of a channel.
 3. Kodak: the error of the mean colour of every 64x64 block (whole blocks), per channel: the
-   mean, the 95th percentile and the largest, on kodim03, 07 and 23 and over all 24 images.
+   mean, the 95th percentile and the largest, on kodim03, 07 and 23 and over all 24 images; and
+   the bytes of each file, of its colour correction (CCOR) and of its flat blocks (FLAT).
 
 Through the public API (`dqcodec.encode` / `dqcodec.decode`), so it measures what users get.
 Writes benchmarks/results/<stem>.json.
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 import dqcodec
+from dqcodec import bitstream
 from dqcodec.effort import DEFAULT_EFFORT
 
 BLOCK = 64
@@ -40,7 +42,17 @@ def test_colours(count: int = 64, seed: int = 0) -> list[tuple[int, int, int]]:
 
 
 def round_trip(picture: np.ndarray, quality: float, effort: int) -> np.ndarray:
-    return np.asarray(dqcodec.decode(dqcodec.encode(picture, quality=quality, effort=effort)).convert("RGB"))
+    return np.asarray(dqcodec.decode(coded(picture, quality, effort)).convert("RGB"))
+
+
+def coded(picture: np.ndarray, quality: float, effort: int) -> bytes:
+    return dqcodec.encode(picture, quality=quality, effort=effort)
+
+
+def chunk_bytes(data: bytes) -> dict[str, int]:
+    """The file's bytes, and those of its colour correction (CCOR) and flat blocks (FLAT)."""
+    c = bitstream.read(data)
+    return {"file": len(data), "ccor": len(c.colour or b""), "flat": len(c.flat or b"")}
 
 
 def flat_errors(colours: list[tuple[int, int, int]], side: int, quality: float, effort: int) -> list[int]:
@@ -52,16 +64,17 @@ def flat_errors(colours: list[tuple[int, int, int]], side: int, quality: float, 
     return out
 
 
-def block_mean_errors(path: Path, quality: float, effort: int) -> np.ndarray:
-    """|mean colour error| of every whole 64x64 block, per channel: (blocks, 3)."""
+def block_mean_errors(path: Path, quality: float, effort: int) -> tuple[np.ndarray, dict[str, int]]:
+    """|mean colour error| of every whole 64x64 block, per channel: (blocks, 3); and the bytes."""
     ref = np.asarray(Image.open(path).convert("RGB")).astype(np.float64)
-    out = round_trip(ref.astype(np.uint8), quality, effort).astype(np.float64)
+    data = coded(ref.astype(np.uint8), quality, effort)
+    out = np.asarray(dqcodec.decode(data).convert("RGB")).astype(np.float64)
     h, w = (s // BLOCK * BLOCK for s in ref.shape[:2])
 
     def means(a: np.ndarray) -> np.ndarray:
         return a[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3).mean((1, 3)).reshape(-1, 3)
 
-    return np.abs(means(out) - means(ref))
+    return np.abs(means(out) - means(ref)), chunk_bytes(data)
 
 
 def stats(errors: np.ndarray) -> dict[str, float]:
@@ -85,11 +98,11 @@ def main() -> None:
     pixel = flat_errors(colours, 1, args.quality, args.effort)
     print(f"flat 64x64: worst sample error {max(flat)}, median over colours {np.median(flat):.0f}", flush=True)
     print(f"1x1: worst channel error {max(pixel)}, median {np.median(pixel):.0f}", flush=True)
-    per_image = {}
+    per_image, sizes = {}, {}
     for path in sorted(args.kodak.glob("kodim*.png")):
-        per_image[path.name] = block_mean_errors(path, args.quality, args.effort)
-        print(path.name, {k: round(v, 2) for k, v in stats(per_image[path.name]).items()}, flush=True)
-    named = {n: stats(e) for n, e in per_image.items()}
+        per_image[path.name], sizes[path.name] = block_mean_errors(path, args.quality, args.effort)
+        print(path.name, {k: round(v, 2) for k, v in stats(per_image[path.name]).items()}, sizes[path.name], flush=True)
+    named = {n: {**stats(e), "bytes": sizes[n]} for n, e in per_image.items()}
     result = {
         "meta": {
             "machine": platform.platform(),
@@ -102,6 +115,7 @@ def main() -> None:
         "kodak_block_means": {
             "kodim03_07_23": stats(np.concatenate([per_image[f"kodim{i}.png"] for i in ("03", "07", "23")])),
             "all": stats(np.concatenate(list(per_image.values()))),
+            "bytes": {k: sum(b[k] for b in sizes.values()) for k in ("file", "ccor", "flat")},
             "per_image": named,
         },
     }

@@ -3,7 +3,8 @@
 It shares no code with dqcodec (no torch either): it reads the prior's .npz weights, builds the
 tables from their exact formulas, orders a tile's tokens as section 4 says, and computes every
 group's frequency table with int64 arithmetic. With constriction (the range coder of section 4)
-it also decodes a file's tiles to tokens, and its colour correction's offsets (section 10).
+it also decodes a file's tiles to tokens, its colour correction's offsets (section 10) and its
+flat blocks (section 12).
 
     python bitstream_spec/reference_prior.py dqcodec/weights/prior_dq.npz FILE.dqc
 
@@ -338,6 +339,51 @@ def colour_digest(offsets: np.ndarray) -> str:
     return hashlib.sha256(offsets.astype("<i2").tobytes()).hexdigest()
 
 
+# ----- the flat blocks (section 12) -------------------------------------------------------------
+def flat_blocks(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
+    """The flags (gh, gw) and the colours (n, channels) of a file's FLAT chunk (section 12.1-12.2),
+    None without one."""
+    import constriction
+
+    pos, size, payload = 9, None, None
+    while pos < len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"HEAD":
+            size = struct.unpack_from(">II", data, pos + 8)
+        elif kind == b"FLAT":
+            payload = data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
+    if payload is None:
+        return None
+    assert size is not None
+    width, height = size
+    block_log2, channels, share, decay = struct.unpack_from(">BBHH", payload)
+    block = 2**block_log2
+    gh, gw = -(-height // block), -(-width // block)
+    flags_f = np.array([2**20 - 16 * share, 16 * share], dtype=np.float64) / 2**20
+    h = [2**16]
+    for _ in range(128):
+        h.append(max(1, (h[-1] * decay) >> 16))
+    raw = np.array([h[min(r, 256 - r)] for r in range(256)], dtype=np.int64)
+    scale = ((2**20 - 256) << 32) // int(raw.sum())
+    f = 1 + ((raw * scale) >> 32)
+    f[0] += 2**20 - int(f.sum())
+    dec = constriction.stream.queue.RangeDecoder(np.frombuffer(payload[6:], dtype="<u4").astype(np.uint32))
+    flags = np.asarray(dec.decode(constriction.stream.model.Categorical(flags_f, perfect=False), gh * gw))
+    model = constriction.stream.model.Categorical(f.astype(np.float64) / 2**20, perfect=False)
+    symbols = np.asarray(dec.decode(model, int(flags.sum()) * channels), dtype=np.int64).reshape(-1, channels)
+    colours, previous = [], [128] * channels
+    for row in symbols:
+        previous = [(p + int(r)) % 256 for p, r in zip(previous, row)]
+        colours.append(previous)
+    return flags.reshape(gh, gw).astype(np.uint8), np.array(colours, dtype=np.uint8).reshape(-1, channels)
+
+
+def flat_digest(flags: np.ndarray, colours: np.ndarray) -> str:
+    """SHA-256 of the flags (a byte per block, raster order) followed by the colours (coding order)."""
+    return hashlib.sha256(flags.astype(np.uint8).tobytes() + colours.astype(np.uint8).tobytes()).hexdigest()
+
+
 def token_digest(levels: np.ndarray, idx: list[np.ndarray]) -> str:
     """SHA-256 of the map (a byte per region) and each level's codes in its regions (uint16 LE)."""
     h = hashlib.sha256(levels.astype(np.uint8).tobytes())
@@ -358,6 +404,9 @@ def main() -> None:
     offsets = colour_offsets(data)
     if offsets is not None:
         print("colour_sha256", colour_digest(offsets))
+    found = flat_blocks(data)
+    if found is not None:
+        print("flat_sha256", flat_digest(*found))
 
 
 if __name__ == "__main__":

@@ -408,6 +408,8 @@ def _file_summary(data: bytes) -> str:
         parts.append(f"coded at {c.coded_width}x{c.coded_height}")
     if c.colour:
         parts.append(f"colour correction {len(c.colour)} bytes")
+    if c.flat:
+        parts.append(f"flat blocks {len(c.flat)} bytes")
     if c.settings:
         parts.append(str(c.settings))
     return ", ".join(parts)
@@ -508,6 +510,7 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool, quiet: 
             "share_fine": fine,
             "made_with": str(c.settings) if c.settings else "not recorded",
             "colour_correction_bytes": len(c.colour or b""),
+            "flat_blocks_bytes": len(c.flat or b""),
             "icc_profile_bytes": len(c.icc_profile or b""),
             "exif_bytes": len(c.exif or b""),
             "xmp_bytes": len(c.xmp or b""),

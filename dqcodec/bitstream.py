@@ -4,7 +4,8 @@
     chunk  = length:u32be type:4 ascii payload:length bytes crc32(type + payload):u32be
 
 Chunks: HEAD (first, once), optional RSMP (coded picture size, before any TILE), TILE (one per
-tile, in raster order), optional CCOR (colour correction, version 3), ICCP and EXIF, and END
+tile, in raster order), optional CCOR (colour correction, version 3) and FLAT (flat blocks,
+version 4), ICCP and EXIF, and END
 (last, empty). Integers are big-endian. Every failure raises FormatError (or its kin).
 """
 
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from dqcodec.errors import CorruptFileError, FormatError, ModelMismatchError
 
 SIGNATURE = b"\x89DQC\r\n\x1a\n"
-FORMAT_VERSION = 3  # of files with a CCOR chunk; one without is written as version 2 (dqc 0.2 reads it)
-READ_VERSIONS = (2, 3)  # 1: dqc 0.1, float prior (files decoded only on machines of the kind that wrote them)
+# of files with a FLAT chunk; one without is written as version 3 if it has a CCOR chunk (dqc 0.3
+# reads it), else as version 2 (dqc 0.2 reads it)
+FORMAT_VERSION = 4
+READ_VERSIONS = (2, 3, 4)  # 1: dqc 0.1, float prior (files decoded only on machines of the kind that wrote them)
 MODEL_ID_BYTES = 16
 COLOR_RGB, COLOR_GRAY = 0, 1
 _HEAD = struct.Struct(">IIBH16sHH4BB")
@@ -28,7 +31,7 @@ MAX_CHUNK = 1 << 30
 # Group periods a file may use: 8 gives 64 prior passes per stream (the encoder writes 4); a larger
 # period multiplies the passes a decoder runs before a corrupt tile's CRC can refuse it (64: 4096).
 MAX_PERIOD = 8
-ONCE = (b"HEAD", b"RSMP", b"CCOR", b"ICCP", b"EXIF", b"xmp ", b"sett")  # chunks a file may hold at most once
+ONCE = (b"HEAD", b"RSMP", b"CCOR", b"FLAT", b"ICCP", b"EXIF", b"xmp ", b"sett")  # chunks a file may hold at most once
 _SETT = struct.Struct(">3BBfBBB")
 SETTINGS_MODES = ("quality", "bpp", "target")
 SETTINGS_METRICS = ("psnr", "ms-ssim", "ssimulacra2")
@@ -154,6 +157,7 @@ class Container:
     colour: bytes | None = None  # CCOR payload: the colour correction (`dqcodec.colour`), version 3
     version: int = FORMAT_VERSION
     settings: Settings | None = None  # how the file was made (ancillary)
+    flat: bytes | None = None  # FLAT payload: the flat blocks (`dqcodec.flat`), version 4
 
     @property
     def coded_width(self) -> int:
@@ -175,8 +179,9 @@ def write(container: Container) -> bytes:
     out of bounds) raises FormatError, so no file is written that `read` refuses."""
     hd = container.header
     check_periods(hd.periods)
-    # a file without what version 3 added is written as version 2, which dqc 0.2 reads too
-    parts = [SIGNATURE, bytes([FORMAT_VERSION if container.colour else 2]), _chunk(b"HEAD", hd.pack())]
+    # a file is written as the oldest version that holds it, so that older dqc read it too
+    version = 4 if container.flat else 3 if container.colour else 2
+    parts = [SIGNATURE, bytes([version]), _chunk(b"HEAD", hd.pack())]
     if container.coded_size:
         check_coded_size(hd.width, hd.height, container.coded_size)
         parts.append(_chunk(b"RSMP", _RSMP.pack(*container.coded_size)))
@@ -191,6 +196,8 @@ def write(container: Container) -> bytes:
     parts += [_chunk(b"TILE", t.pack()) for t in container.tiles]
     if container.colour:
         parts.append(_chunk(b"CCOR", container.colour))
+    if container.flat:
+        parts.append(_chunk(b"FLAT", container.flat))
     parts.append(_chunk(b"END ", b""))
     return b"".join(parts)
 
@@ -220,7 +227,7 @@ def _read_chunks(data: bytes, version: int, expected_model_id: bytes | None) -> 
     pos = len(SIGNATURE) + 1
     header: Header | None = None
     tiles: list[Tile] = []
-    icc = exif = xmp = colour = None
+    icc = exif = xmp = colour = flat = None
     settings: Settings | None = None
     coded_size: tuple[int, int] | None = None
     extra: list[tuple[bytes, bytes]] = []
@@ -261,6 +268,8 @@ def _read_chunks(data: bytes, version: int, expected_model_id: bytes | None) -> 
             tiles.append(Tile.unpack(payload))
         elif kind == b"CCOR" and version >= 3:
             colour = payload
+        elif kind == b"FLAT" and version >= 4:
+            flat = payload
         elif kind == b"ICCP":
             icc = payload
         elif kind == b"EXIF":
@@ -280,7 +289,7 @@ def _read_chunks(data: bytes, version: int, expected_model_id: bytes | None) -> 
     if pos != len(data):
         raise FormatError("bytes after the END chunk")
     assert header is not None
-    c = Container(header, tiles, icc, exif, extra, coded_size, xmp, colour, version, settings)
+    c = Container(header, tiles, icc, exif, extra, coded_size, xmp, colour, version, settings, flat)
     expected = num_tiles(c.coded_width, c.coded_height, header.tile_size)
     if len(tiles) != expected:
         raise FormatError(f"file has {len(tiles)} tiles, its header needs {expected}")
@@ -296,7 +305,7 @@ def version_message(version: int) -> str:
     made = " (made by dqc 0.1, whose float prior was not portable; re-encode the original)" if version == 1 else ""
     return (
         f"unsupported .dqc format version {version}{made}; this dqc {__version__} reads format versions "
-        f"{' and '.join(map(str, READ_VERSIONS))}"
+        f"{', '.join(map(str, READ_VERSIONS[:-1]))} and {READ_VERSIONS[-1]}"
     )
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec import __version__, arguments, bitstream, colour, colour_fit, progress, qualitymap
+from dqcodec import __version__, arguments, bitstream, colour, colour_fit, flat, progress, qualitymap
 from dqcodec.coding import PRECISION, TILE_SIZE, decode_tiles, encode_tiles, threads
 from dqcodec.effort import DEFAULT_EFFORT, EFFORTS, check_effort
 from dqcodec.errors import ArgumentError, DQCError, FormatError, MetadataWarning, SizeLimitError, TargetWarning
@@ -170,9 +170,9 @@ def encode(
         internal, coded, a = plan.setting(quality)
         levels = levels_for_quality(m, a, internal)[0]
         levels, idx = refined_map_and_tokens(m, a, x, coded, levels, effort, device, internal)
-        correction = colour_correction(m, levels, idx, x, coded, internal, color, effort, device)
+        correction, flats = colour_correction(m, levels, idx, x, coded, internal, color, effort, device)
         return write_tokens(m, levels, idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp,
-                            colour=correction, settings=made)  # fmt: skip
+                            colour=correction, flat=flats, settings=made)  # fmt: skip
     metadata_bytes = sum(len(b) + CHUNK_BYTES for b in (icc_profile, exif, xmp) if b)
     if 8 * metadata_bytes >= target_bpp * w * h:
         warnings.warn(
@@ -185,17 +185,20 @@ def encode(
     coded, a, fit = fit_rate(
         m, x, target_bpp, scale, schedule, device, tune, distortion, effort > 0, 8 * metadata_bytes
     )
-    idx, tiles, correction = a.idx, fit.tiles, None
-    if effort:  # refined tokens and the colour correction cost bits: taken where the file stays within the target
+    idx, tiles, correction, flats = a.idx, fit.tiles, None, None
+    if effort:  # refined tokens and the colour corrections cost bits: taken where the file stays within the target
         refined = refined_tokens(m, a, x, coded, fit.levels, effort, device)
         refined_tiles = encode_tiles(m.prior, fit.levels, refined, schedule, workers)
         if within_rate(fit, refined_tiles, target_bpp * w * h):
             idx, tiles = refined, refined_tiles
-        correction = colour_correction(m, fit.levels, idx, x, coded, fit.quality, color, effort, device)
-        if correction and not within_rate(fit, tiles, target_bpp * w * h - 8 * (len(correction) + 12)):
-            correction = None
+        correction, flats = colour_correction(m, fit.levels, idx, x, coded, fit.quality, color, effort, device)
+        budget = target_bpp * w * h - file_bits(fit, tiles)
+        if correction and 8 * (len(correction) + CHUNK_BYTES) > budget:
+            correction = None  # the flat blocks were chosen without it: they stand alone
+        if flats and 8 * (len(correction or b"") + CHUNK_BYTES * bool(correction) + len(flats) + CHUNK_BYTES) > budget:
+            flats = None
     return write_tokens(m, fit.levels, idx, w, h, color, schedule, icc_profile, exif, workers, coded, xmp, tiles,
-                        colour=correction, settings=made)  # fmt: skip
+                        colour=correction, flat=flats, settings=made)  # fmt: skip
 
 
 class QualityPlan:
@@ -246,20 +249,20 @@ def colour_correction(
     color: int,
     effort: int,
     device: str = "cpu",
-) -> bytes | None:
-    """The CCOR payload for these tokens' picture (`colour_fit`), or None where it does not pay
-    (or at effort 0, which is the plain nearest-code encoder)."""
+) -> tuple[bytes | None, bytes | None]:
+    """The CCOR and FLAT payloads for these tokens' picture (`colour_fit`), each None where it
+    does not pay (both at effort 0, which is the plain nearest-code encoder)."""
     if effort == 0:
-        return None
+        return None, None
     progress.report("colour", 0, 1)
     h, w = x.shape[-2:]
+    gray = color == bitstream.COLOR_GRAY
     # on one thread, as the refinement: the synthesis and the fit's float reductions then round
     # alike at any --threads, and the offsets are the same
     with threads(1):
         decoded = resize(synthesize(m.vae, levels, idx, *coded, device, fast=True), w, h).permute(1, 2, 0).numpy()
         original = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        found = colour_fit.fit(original, decoded, quality, gray=color == bitstream.COLOR_GRAY)
-    return colour.pack(found) if found is not None else None
+        return colour_fit.choose(original, decoded, quality, gray=gray)
 
 
 SINGLE_REGION = 16  # px: a coded picture no larger than this each way is one region
@@ -312,6 +315,11 @@ def refined_map_and_tokens(
     return levels, tuple(i.cpu() for i in idx)
 
 
+def file_bits(fit: RateFit, tiles: list[bitstream.Tile]) -> float:
+    """The bits of the fit's file with `tiles` in place of its own."""
+    return fit.bits + sum(8 * len(t.data) for t in tiles) - sum(8 * len(t.data) for t in fit.tiles)
+
+
 def within_rate(fit: RateFit, tiles: list[bitstream.Tile], budget_bits: float) -> bool:
     """Whether `tiles` in place of the fit's keep its file within `budget_bits` (or no larger)."""
     before, after = (sum(8 * len(t.data) for t in ts) for ts in (fit.tiles, tiles))
@@ -333,12 +341,14 @@ def write_tokens(
     xmp: bytes | None = None,
     tiles: list[bitstream.Tile] | None = None,
     colour: bytes | None = None,
+    flat: bytes | None = None,
     settings: bitstream.Settings | None = None,
 ) -> bytes:
     """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes
     for a width x height image; `coded` is the (width, height) of the tokens' picture, which gets
     an RSMP chunk where it differs from the image's (resampled coding). `tiles`: these tokens'
-    tiles, already range-coded (by rate control). `colour`: a CCOR payload (`dqcodec.colour`)."""
+    tiles, already range-coded (by rate control). `colour`: a CCOR payload (`dqcodec.colour`);
+    `flat`: a FLAT payload (`dqcodec.flat`)."""
     schedule = schedule or Schedule()
     header = bitstream.Header(
         width, height, color, TILE_SIZE, m.model_id, *header_shares(levels), schedule.periods, PRECISION
@@ -357,7 +367,7 @@ def write_tokens(
         tiles = encode_tiles(m.prior, levels, idx, schedule, workers)
     resampled = coded if coded and coded != (width, height) else None
     container = bitstream.Container(
-        header, tiles, icc_profile, exif, coded_size=resampled, xmp=xmp, colour=colour, settings=settings
+        header, tiles, icc_profile, exif, coded_size=resampled, xmp=xmp, colour=colour, flat=flat, settings=settings
     )
     return bitstream.write(container)
 
@@ -423,6 +433,8 @@ def decode(
     rgb = reconstruct(tokens, c.header.width, c.header.height, model, device, c.coded_size)
     if c.colour:
         rgb = colour.apply(rgb, colour.unpack(c.colour, c.header.width, c.header.height))
+    if c.flat:
+        rgb = flat.apply(rgb, flat.unpack(c.flat, c.header.width, c.header.height))
     img = Image.fromarray(rgb, "RGB")
     if c.header.color == bitstream.COLOR_GRAY:
         img = img.convert("L")

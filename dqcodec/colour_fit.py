@@ -1,26 +1,32 @@
-"""The encoder's colour correction (an encoder choice; the decoder's part is `colour`).
+"""The encoder's colour corrections (encoder choices; the decoder's parts are `colour` and `flat`).
 
-The residual of the decoded picture against the original is fitted, per channel, by the smooth
-field the decoder will build: offsets on a grid of B x B blocks, interpolated bilinearly (least
-squares, solved directly: the interpolation is separable). Each block size and
-quantiser step gives a correction whose bits and whose squared error the encoder computes
-exactly as the decoder will; it keeps the one with the best gain in PSNR net of what its bits
+The smooth correction (CCOR): the residual of the decoded picture against the original is
+fitted, per channel, by the smooth field the decoder will build: offsets on a grid of B x B
+blocks, interpolated bilinearly (least squares, solved directly: the interpolation is
+separable). Each block size and quantiser step gives a correction whose bits and whose squared
+error the encoder computes exactly as the decoder will; it keeps the one with the best gain in PSNR net of what its bits
 are worth at the file's quality (`PSNR_SCALE`'s slope: the decibels one bit per pixel must buy),
-or none where none gains.
+or none where none gains. One bound comes first: the mean colour of every 64 x 64 block (aligned
+to the picture's corner) must end within MEAN_TOLERANCE levels of the original's, in every
+channel, where a correction can bring it there (a tint that costs little PSNR is still seen).
+
+The flat blocks (FLAT, `flat_blocks`): B x B blocks whose original is one colour (within a level)
+and whose decoded picture is not, painted that colour, where that gains net of their bits.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from dqcodec import colour
+from dqcodec import colour, flat
 from dqcodec.entropy import PRECISION
 from dqcodec.rdo import PSNR_SCALE
 
-BLOCK_LOG2S = (3, 4, 5)  # 8 to 32 px; 8 only for pictures up to SMALL_PICTURE pixels
+BLOCK_LOG2S = (3, 4, 5, 6)  # 8 to 64 px; 8 only for pictures up to SMALL_PICTURE pixels
 SMALL_PICTURE = 256 * 256
 STEPS = (1, 2, 4)
 DECAYS = (16384, 32768, 45875, 55705, 61604, 64225)  # ratios 0.25 .. 0.98 of the residuals' table
@@ -28,6 +34,12 @@ CHUNK_BITS = 8 * (12 + colour.HEADER.size + 4)  # framing, header and about a wo
 # The rate's worth is counted over at least this many pixels: a tiny picture's file is mostly its
 # header, and a 1x1 red pixel should not decode brown to save 20 bytes
 MIN_RATE_PIXELS = 64 * 64
+MEAN_BLOCK = 64
+MEAN_TOLERANCE = 2.5  # levels: the largest error of a MEAN_BLOCK block's mean colour a correction must keep to
+FLAT_BLOCK_LOG2S = (3, 4)
+FLAT_SPREAD = 1  # levels: a block is flat where every sample is this close to its rounded mean
+FLAT_SHARES = (64, 4096, 32768, 61440, 65535)  # of the flags' table, in 1/65536 (FLAT's header)
+FLAT_DECAYS = (4096, 32768, 58982)  # of the colours' table
 
 
 def _interpolation(n: int, blocks: int, block_log2: int) -> torch.Tensor:
@@ -61,9 +73,40 @@ def _bits(residuals: np.ndarray) -> tuple[float, int]:
     return best
 
 
-def fit(original: np.ndarray, decoded: np.ndarray, quality: float, gray: bool = False) -> colour.Correction | None:
+def worst_block_mean(original: np.ndarray, picture: np.ndarray) -> float:
+    """The largest error, in levels, of the mean of a channel over a MEAN_BLOCK block (the blocks
+    at the right and bottom edges may be smaller)."""
+    height, width = original.shape[:2]
+    rows, cols = np.arange(0, height, MEAN_BLOCK), np.arange(0, width, MEAN_BLOCK)
+    diff = picture.astype(np.int64) - original.astype(np.int64)
+    sums = np.add.reduceat(np.add.reduceat(diff, rows, axis=0), cols, axis=1)
+    counts = np.minimum(MEAN_BLOCK, height - rows)[:, None] * np.minimum(MEAN_BLOCK, width - cols)[None, :]
+    return float((np.abs(sums) / counts[..., None]).max())
+
+
+def choose(
+    original: np.ndarray, decoded: np.ndarray, quality: float, gray: bool = False
+) -> tuple[bytes | None, bytes | None]:
+    """The CCOR and FLAT payloads for a decoded picture (H, W, 3) uint8 against the original, at
+    -q quality, each None where it does not pay. The flat blocks are chosen first, and the smooth
+    correction is fitted to what they leave (the decoder paints them over it)."""
+    found = flat_blocks(original, decoded, quality, gray)
+    paint = (lambda picture: flat.apply(picture, found[0])) if found else None
+    correction = fit(original, paint(decoded) if paint else decoded, quality, gray, paint)
+    return (colour.pack(correction) if correction is not None else None), (found[1] if found else None)
+
+
+def fit(
+    original: np.ndarray,
+    decoded: np.ndarray,
+    quality: float,
+    gray: bool = False,
+    after: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> colour.Correction | None:
     """The correction for a decoded picture (H, W, 3) uint8 against the original, at -q quality:
-    the best net gain over block sizes and steps, or None."""
+    of those that keep every block's mean colour within MEAN_TOLERANCE (none if there are none,
+    the one that comes nearest), the best net gain over block sizes and steps; or None. `after`:
+    what the decoder does to the corrected picture next (it paints the flat blocks)."""
     height, width = original.shape[:2]
     slope = PSNR_SCALE.slope(quality)
     if not math.isfinite(slope):
@@ -76,7 +119,7 @@ def fit(original: np.ndarray, decoded: np.ndarray, quality: float, gray: bool = 
     if gray:
         residual = residual.mean(0, keepdim=True)
     pixels = max(height * width, MIN_RATE_PIXELS)
-    best: tuple[float, colour.Correction | None] = (0.0, None)
+    candidates: list[tuple[float, float, colour.Correction | None]] = [(0.0, worst_block_mean(original, decoded), None)]
     for block_log2 in BLOCK_LOG2S:
         if block_log2 == 3 and height * width > SMALL_PICTURE:
             continue
@@ -87,8 +130,57 @@ def fit(original: np.ndarray, decoded: np.ndarray, quality: float, gray: bool = 
                 continue
             bits, decay = _bits(colour.residuals_of(q))
             c = colour.Correction(block_log2, step, decay, q)
-            err = float(((ref - colour.apply(decoded, c).astype(np.float64)) ** 2).sum())
+            corrected = colour.apply(decoded, c)
+            if after is not None:
+                corrected = after(corrected)
+            err = float(((ref - corrected.astype(np.float64)) ** 2).sum())
             gain = 10 * math.log10(err0 / max(err, 1e-9)) - slope * (bits + CHUNK_BITS) / pixels
-            if gain > best[0]:
-                best = (gain, c)
+            candidates.append((gain, worst_block_mean(original, corrected), c))
+    within = [c for c in candidates if c[1] <= MEAN_TOLERANCE]
+    if within:
+        return max(within, key=lambda c: c[0])[2]
+    return min(candidates, key=lambda c: c[1])[2]
+
+
+def _flat_candidates(original: np.ndarray, picture: np.ndarray, block_log2: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flags (gh, gw) of the blocks whose original is flat and whose picture gains by being
+    painted, and every block's colour (gh, gw, 3) uint8."""
+    block = 1 << block_log2
+    gh, gw = flat.grid(original.shape[1], original.shape[0], block_log2)
+    pad = ((0, gh * block - original.shape[0]), (0, gw * block - original.shape[1]), (0, 0))
+    ref = np.pad(original, pad, mode="edge").astype(np.int64).reshape(gh, block, gw, block, 3)
+    out = np.pad(picture, pad, mode="edge").astype(np.int64).reshape(gh, block, gw, block, 3)
+    value = np.floor(ref.mean((1, 3)) + 0.5).astype(np.int64)  # (gh, gw, 3)
+    spread = np.abs(ref - value[:, None, :, None]).max((1, 3, 4))
+    painted = ((ref - value[:, None, :, None]) ** 2).sum((1, 3, 4))
+    kept = ((ref - out) ** 2).sum((1, 3, 4))
+    return (spread <= FLAT_SPREAD) & (painted < kept), value.astype(np.uint8)
+
+
+def flat_blocks(
+    original: np.ndarray, picture: np.ndarray, quality: float, gray: bool = False
+) -> tuple[flat.FlatBlocks, bytes] | None:
+    """The flat blocks and their FLAT payload for a decoded picture (H, W, 3) uint8 against the
+    original, at -q quality: the block size with the best net gain, or None where none gains."""
+    height, width = original.shape[:2]
+    slope = PSNR_SCALE.slope(quality)
+    if not math.isfinite(slope):
+        return None
+    ref = original.astype(np.float64)
+    err0 = float(((ref - picture.astype(np.float64)) ** 2).sum())
+    if err0 == 0:
+        return None
+    pixels = max(height * width, MIN_RATE_PIXELS)
+    best: tuple[float, tuple[flat.FlatBlocks, bytes] | None] = (0.0, None)
+    for block_log2 in FLAT_BLOCK_LOG2S:
+        flags, value = _flat_candidates(original, picture, block_log2)
+        if not flags.any():
+            continue
+        colours = value[flags][:, :1] if gray else value[flags]
+        blocks = flat.FlatBlocks(block_log2, flags, colours)
+        payload = min((flat.pack(blocks, share, decay) for share in FLAT_SHARES for decay in FLAT_DECAYS), key=len)
+        err = float(((ref - flat.apply(picture, blocks).astype(np.float64)) ** 2).sum())
+        gain = 10 * math.log10(err0 / max(err, 1e-9)) - slope * 8 * (len(payload) + 12) / pixels
+        if gain > best[0]:
+            best = (gain, (blocks, payload))
     return best[1]

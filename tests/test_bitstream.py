@@ -29,14 +29,14 @@ def test_container_round_trip() -> None:
 def test_future_version_is_named() -> None:
     data = bytearray(bitstream.write(make_container()))
     data[len(bitstream.SIGNATURE)] = 7
-    with pytest.raises(FormatError, match=r"version 7; this dqc \d+\.\d+\.\d+ reads format versions 2 and 3"):
+    with pytest.raises(FormatError, match=r"version 7; this dqc \d+\.\d+\.\d+ reads format versions 2, 3 and 4"):
         bitstream.read(bytes(data))
 
 
 def test_version_1_file_names_both_versions() -> None:
     data = bytearray(bitstream.write(make_container()))
     data[len(bitstream.SIGNATURE)] = 1
-    expected = r"version 1 \(made by dqc 0\.1.*re-encode.*this dqc \d+\.\d+\.\d+ reads format versions 2 and 3"
+    expected = r"version 1 \(made by dqc 0\.1.*re-encode.*this dqc \d+\.\d+\.\d+ reads format versions 2, 3 and 4"
     with pytest.raises(FormatError, match=expected):
         bitstream.read(bytes(data))
 

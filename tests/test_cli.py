@@ -238,7 +238,7 @@ def test_version_1_file_names_its_version_and_this_dqcs(tmp_path: Path) -> None:
     r = dqc("decode", str(old), "-o", str(tmp_path / "old.png"))
     _one_line_error(r, 1)
     assert "format version 1 (made by dqc 0.1" in r.stderr.decode()
-    assert f"this dqc {dqcodec.__version__} reads format versions 2 and 3" in r.stderr.decode()
+    assert f"this dqc {dqcodec.__version__} reads format versions 2, 3 and 4" in r.stderr.decode()
     assert not (tmp_path / "old.png").exists()
 
 

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import dqcodec
-from dqcodec import bitstream, colour, errors
+from dqcodec import bitstream, colour, errors, flat
 from dqcodec.codec import decode_tokens
 from dqcodec.coding import digests
 from dqcodec.tokens import Schedule
@@ -43,6 +43,12 @@ def test_valid_vector_decodes(vec: dict) -> None:
     assert got == (vec["symbols_sha256"], vec["tokens_sha256"])
     assert c.version == vec.get("version", 2)
     assert (None if c.settings is None else str(c.settings)) == vec.get("settings")  # the ancillary sett chunk
+    if vec.get("flat_sha256"):  # and so are the flat blocks
+        found = flat.unpack(c.flat, c.header.width, c.header.height)
+        blob_digest = hashlib.sha256(found.flags.astype(np.uint8).tobytes() + found.colours.tobytes()).hexdigest()
+        assert blob_digest == vec["flat_sha256"]
+    else:
+        assert c.flat is None
     if vec.get("colour_sha256"):  # the colour correction's offsets are exact too
         offsets = colour.unpack(c.colour, c.header.width, c.header.height).offsets
         assert hashlib.sha256(offsets.astype("<i2").tobytes()).hexdigest() == vec["colour_sha256"]
@@ -57,7 +63,15 @@ def test_valid_vector_decodes(vec: dict) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["rocket_psnr_q60.dqc", "astronaut_q75.dqc", "chelsea_wide_q50.dqc", "v3_astronaut_q50.dqc", "v3_flat_red_q50.dqc"],
+    [
+        "rocket_psnr_q60.dqc",
+        "astronaut_q75.dqc",
+        "chelsea_wide_q50.dqc",
+        "v3_astronaut_q50.dqc",
+        "v3_flat_red_q50.dqc",
+        "v4_flat_chart_q50.dqc",
+        "v4_flat_gray_q50.dqc",
+    ],
 )
 def test_reference_implementation_decodes_vector(name: str) -> None:
     """bitstream_spec/reference_prior.py (numpy int64, no torch, no dqcodec) decodes the file to
@@ -66,11 +80,13 @@ def test_reference_implementation_decodes_vector(name: str) -> None:
     vec = next(v for v in EXPECTED["valid"] if v["file"] == name)
     symbols, levels, idx = ref.decode_file(ref.ReferencePrior(WEIGHTS), (VECTORS / name).read_bytes())
     assert [zlib.crc32(np.asarray(s, dtype="<i4").tobytes()) for s in symbols] == vec["symbol_crcs"]
-    flat = b"".join(np.asarray(s, dtype="<i4").tobytes() for s in symbols)
-    assert hashlib.sha256(flat).hexdigest() == vec["symbols_sha256"]
+    stream = b"".join(np.asarray(s, dtype="<i4").tobytes() for s in symbols)
+    assert hashlib.sha256(stream).hexdigest() == vec["symbols_sha256"]
     assert ref.token_digest(levels, idx) == vec["tokens_sha256"]
     offsets = ref.colour_offsets((VECTORS / name).read_bytes())
     assert (offsets is None and not vec.get("colour_sha256")) or ref.colour_digest(offsets) == vec["colour_sha256"]
+    found = ref.flat_blocks((VECTORS / name).read_bytes())
+    assert (found is None and not vec.get("flat_sha256")) or ref.flat_digest(*found) == vec["flat_sha256"]
 
 
 @pytest.mark.parametrize("vec", EXPECTED["invalid"], ids=lambda v: v["file"])
@@ -80,5 +96,5 @@ def test_invalid_vector_is_refused(vec: dict) -> None:
 
 
 def test_version_1_file_names_both_versions() -> None:
-    with pytest.raises(errors.FormatError, match="format version 1 .*reads format versions 2 and 3"):
+    with pytest.raises(errors.FormatError, match="format version 1 .*reads format versions 2, 3 and 4"):
         dqcodec.decode((VECTORS / "version1.dqc").read_bytes())
