@@ -18,7 +18,7 @@ The runs behind the default (10 images each; results under benchmarks/results/):
 Every candidate decodes the image once per level (all coarse, all medium, all fine), measures a
 distortion D[l, i] of every 16x16 region i at every level l, and codes each region at
 argmin_l D[l, i] + lambda R[l] with lambda from the quality's slope and the image's own all-medium
-distortion (`dqcodec.rdo.multiplier`), so the shares follow each image's content. Candidates:
+distortion (`dqcodec.encoder.rdo.multiplier`), so the shares follow each image's content. Candidates:
 
     mse        squared RGB error (today's --tune psnr)
     luma       squared error of Y (BT.601) plus a quarter of Cb and Cr
@@ -53,12 +53,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks.report import bd_rate, write_results
-from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.compare.metrics import Measures
-from dqcodec.loading import LoadedModel, load_model
-from dqcodec.models.dqvae import rank_levels
-from dqcodec.ratecontrol import Analysis, analyze, decode_every_level
-from dqcodec.rdo import (
+from dqcodec.encoder.ratecontrol import Analysis, analyze, decode_every_level
+from dqcodec.encoder.rdo import (
     RegionCosts,
     levels_at,
     multiplier,
@@ -69,7 +66,10 @@ from dqcodec.rdo import (
     ssim_distortion,
     structural_distortion,
 )
-from dqcodec.transform import synthesize
+from dqcodec.encoding import image_to_tensor, write_tokens
+from dqcodec.models.dqvae import rank_levels
+from dqcodec.models.loading import LoadedModel, load_model
+from dqcodec.models.transform import synthesize
 
 Distortion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (L,3,H,W), (3,H,W) uint8 -> (L,h,w)
 

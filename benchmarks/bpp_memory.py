@@ -20,10 +20,10 @@ from pathlib import Path
 from PIL import Image
 
 from benchmarks.memory_per_pixel import peak_of
-from dqcodec.codec import image_to_tensor
-from dqcodec.loading import load_model
-from dqcodec.ratecontrol import DEFAULT_TUNE, fit_rate
-from dqcodec.tokens import Schedule
+from dqcodec.encoder.ratecontrol import DEFAULT_TUNE, fit_rate
+from dqcodec.encoding import image_to_tensor
+from dqcodec.format.tokens import Schedule
+from dqcodec.models.loading import load_model
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ import numpy as np
 from PIL import Image
 
 import dqcodec
-from dqcodec import bitstream, codec, ratecontrol
+from dqcodec import encoding as codec
+from dqcodec.encoder import ratecontrol
+from dqcodec.format import bitstream
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 
 import dqcodec
-from dqcodec import bitstream
-from dqcodec.effort import DEFAULT_EFFORT
+from dqcodec.encoder.effort import DEFAULT_EFFORT
+from dqcodec.format import bitstream
 
 BLOCK = 64
 

@@ -27,12 +27,12 @@ from PIL import Image, ImageDraw
 
 from benchmarks.allocation import edge_error, edge_ranking, gate_levels, rescue_structure
 from benchmarks.codecs import pillow_encode
-from dqcodec.codec import image_to_tensor, write_tokens
-from dqcodec.loading import LoadedModel, load_model
+from dqcodec.encoder.ratecontrol import Analysis, analyze, decode_every_level, highest, levels_for_quality
+from dqcodec.encoder.rdo import STRUCTURAL_SCALE, choose_levels, multiplier
+from dqcodec.encoding import image_to_tensor, write_tokens
 from dqcodec.metrics import psnr_of_pictures
-from dqcodec.ratecontrol import Analysis, analyze, decode_every_level, highest, levels_for_quality
-from dqcodec.rdo import STRUCTURAL_SCALE, choose_levels, multiplier
-from dqcodec.transform import synthesize
+from dqcodec.models.loading import LoadedModel, load_model
+from dqcodec.models.transform import synthesize
 
 # image -> crops (left, top, right, bottom) in pixels
 CROPS = {

@@ -1,4 +1,4 @@
-"""What the encoder's distortion estimate (`dqcodec.distortion`) costs in rate-distortion, and what
+"""What the encoder's distortion estimate (`dqcodec.encoder.distortion`) costs in rate-distortion, and what
 it saves in time, against measuring every region's distortion by decoding the picture at each level.
 
     python -m benchmarks.distortion_estimate [--data ../shared/data/kodak] [--images 24]
@@ -23,11 +23,11 @@ import torch
 from PIL import Image
 
 from benchmarks.report import bd_rate, write_results
-from dqcodec.codec import image_to_tensor, write_tokens
 from dqcodec.compare.metrics import Measures
-from dqcodec.loading import load_model
-from dqcodec.ratecontrol import DISTORTIONS, TUNES, analyze, levels_for_quality
-from dqcodec.transform import synthesize
+from dqcodec.encoder.ratecontrol import DISTORTIONS, TUNES, analyze, levels_for_quality
+from dqcodec.encoding import image_to_tensor, write_tokens
+from dqcodec.models.loading import load_model
+from dqcodec.models.transform import synthesize
 
 
 def main() -> None:

@@ -27,13 +27,14 @@ import torch
 from PIL import Image
 
 from benchmarks.report import bd_rate
-from dqcodec import effort as efforts
-from dqcodec import refine
-from dqcodec.codec import image_to_tensor, reconstruct, refined_map_and_tokens, write_tokens
 from dqcodec.compare.metrics import Measures
-from dqcodec.loading import load_model
+from dqcodec.decoding import reconstruct
+from dqcodec.encoder import effort as efforts
+from dqcodec.encoder import refine
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality
+from dqcodec.encoding import image_to_tensor, refined_map_and_tokens, write_tokens
 from dqcodec.models.dqvae import Tokens
-from dqcodec.ratecontrol import analyze, levels_for_quality
+from dqcodec.models.loading import load_model
 
 QUALITIES = (15, 30, 50, 80)
 

@@ -24,12 +24,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec.codec import image_to_tensor
-from dqcodec.entropy import PRECISION
-from dqcodec.loading import load_model
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality
+from dqcodec.encoding import image_to_tensor
+from dqcodec.format.entropy import PRECISION
+from dqcodec.format.tokens import KIND_GRID, KIND_MAP, NUM_KINDS, Schedule, batch_tile_tokens, tile_tokens
 from dqcodec.models import DQTransformer, prior_from_checkpoint
-from dqcodec.ratecontrol import analyze, levels_for_quality
-from dqcodec.tokens import KIND_GRID, KIND_MAP, NUM_KINDS, Schedule, batch_tile_tokens, tile_tokens
+from dqcodec.models.loading import load_model
 
 SCHEDULES = {
     "P=1 (4 passes)": (1, 1, 1, 1),

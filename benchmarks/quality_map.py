@@ -1,5 +1,5 @@
 """Where each scale's rate-distortion curve is best, on BSDS500 test images (never Kodak): the
-data behind `-q`'s path across scales (dqcodec/qualitymap.py) and `--bpp`'s scale bands.
+data behind `-q`'s path across scales (dqcodec/encoder/qualitymap.py) and `--bpp`'s scale bands.
 
     python -m benchmarks.quality_map [--images 24] [--scales 0.5,0.71,1,1.5,2] [--stem quality_map]
 
@@ -20,12 +20,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dqcodec.codec import image_to_tensor, reconstruct, write_tokens
 from dqcodec.compare.metrics import ALWAYS, measure_all
-from dqcodec.loading import load_model
+from dqcodec.decoding import reconstruct
+from dqcodec.encoder.ratecontrol import analyze, coded_size, levels_for_quality
+from dqcodec.encoding import image_to_tensor, write_tokens
 from dqcodec.models.dqvae import Tokens
-from dqcodec.ratecontrol import analyze, coded_size, levels_for_quality
-from dqcodec.transform import resample_picture
+from dqcodec.models.loading import load_model
+from dqcodec.models.transform import resample_picture
 
 INTERNAL = (0, 25, 50, 75, 100)
 

@@ -22,10 +22,10 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.allocation import gate_levels
-from dqcodec.codec import image_to_tensor
-from dqcodec.loading import load_model
-from dqcodec.ratecontrol import analyze, levels_for_quality, model_bits
-from dqcodec.rdo import STRUCTURAL_SCALE, QualityScale, multiplier, ranked_levels
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality, model_bits
+from dqcodec.encoder.rdo import STRUCTURAL_SCALE, QualityScale, multiplier, ranked_levels
+from dqcodec.encoding import image_to_tensor
+from dqcodec.models.loading import load_model
 
 ANCHORS = (25.0, 75.0)
 SLOPES = np.geomspace(0.05, 2000, 120)

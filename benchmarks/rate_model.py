@@ -8,7 +8,7 @@ whole map at each level in turn, least squares per level on (1, novelty, gate sc
 against their coded bits, before any measurement (the first proposal of --bpp) and after the
 map of a quality 5 below or above was coded and observed (the second: the first proposal is
 typically that close). Never Kodak.
-Writes rate_model.json under --out; copy the weights into dqcodec/ratemodel.py.
+Writes rate_model.json under --out; copy the weights into dqcodec/encoder/ratemodel.py.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec import ratemodel
-from dqcodec.codec import image_to_tensor
-from dqcodec.coding import encode_tiles
-from dqcodec.loading import load_model
+from dqcodec.encoder import ratemodel
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality
+from dqcodec.encoding import image_to_tensor
+from dqcodec.format.coding import encode_tiles
+from dqcodec.format.tokens import Schedule
 from dqcodec.models.dqvae import NUM_LEVELS
-from dqcodec.ratecontrol import analyze, levels_for_quality
-from dqcodec.tokens import Schedule
+from dqcodec.models.loading import load_model
 
 
 def region_bits(m, a, levels: torch.Tensor) -> torch.Tensor:  # noqa: ANN001

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from dqcodec.effort import MAX_EFFORT
+from dqcodec.encoder.effort import MAX_EFFORT
 
 WORKER = r"""
 import io, json, resource, sys, time

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-import dqcodec.quantize as quantize
-from dqcodec.codec import image_to_tensor
-from dqcodec.loading import load_model
-from dqcodec.transform import encode_tiled, pad16
+import dqcodec.models.quantize as quantize
+from dqcodec.encoding import image_to_tensor
+from dqcodec.models.loading import load_model
+from dqcodec.models.transform import encode_tiled, pad16
 
 
 def main() -> None:

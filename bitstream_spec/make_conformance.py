@@ -26,11 +26,11 @@ from PIL import Image
 from skimage import data
 
 import dqcodec
-from dqcodec import bitstream
-from dqcodec.codec import decode_tokens
-from dqcodec.coding import digests
-from dqcodec.shipped import model_name
-from dqcodec.tokens import Schedule
+from dqcodec.decoding import decode_tokens
+from dqcodec.format import bitstream
+from dqcodec.format.coding import digests
+from dqcodec.format.tokens import Schedule
+from dqcodec.models.shipped import model_name
 
 HERE = Path(__file__).parent / "conformance"
 RELEASE = "v4"  # the prefix of this release's vectors

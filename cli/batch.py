@@ -5,7 +5,7 @@ process's own). The files run on a local process pool, or as one task each on a 
 (`--scheduler`). Each task is pure:
 it reads its source, writes its output whole (a temp file renamed into place on a local disk, a
 single PUT on an object store) and returns a manifest row; the only state a worker keeps is the
-model, loaded once per process (dqcodec.loading.load_model is cached). The run's rows go to
+model, loaded once per process (dqcodec.models.loading.load_model is cached). The run's rows go to
 DST/dqc-manifest/ as JSON Lines (`Manifest`); a rerun skips the outputs DST already has, and
 removes what a killed run of dqc left beside them (`fileio.sweep_stale`: only dqc's own temp
 and lock files, never a user's file that merely looks like one).

@@ -24,7 +24,7 @@ from dqcodec.cli.images import (
 )
 from PIL import Image
 
-from dqcodec.effort import DEFAULT_EFFORT
+from dqcodec.encoder.effort import DEFAULT_EFFORT
 from dqcodec.metadata import DEFAULT_METADATA
 
 # exit codes of dqc (cli/main.py's docstring)
@@ -120,7 +120,7 @@ def encode_bytes(
     """The picture in `data` (named `src` in messages) -> .dqc bytes, its size and notes for the user."""
     import dqcodec
     from dqcodec.errors import DQCWarning
-    from dqcodec.shipped import DEFAULT_MODEL
+    from dqcodec.models.shipped import DEFAULT_MODEL
 
     img, exif, notes = open_image(src, allow_large, data)
     keep = settings.metadata
@@ -236,8 +236,8 @@ def decode_bytes(
 
 def check_format_size(src: str, data: bytes, fmt: str) -> None:
     """Refuse a picture larger than the output format takes (MAX_SIDE), from the file's header."""
-    from dqcodec import bitstream
     from dqcodec.errors import DQCError, FormatError
+    from dqcodec.format import bitstream
 
     if fmt not in MAX_SIDE:
         return
@@ -270,8 +270,8 @@ def decode_file(
 
 
 def _check_decode_memory(src: str, data: bytes) -> None:
-    from dqcodec import bitstream
     from dqcodec.errors import FormatError
+    from dqcodec.format import bitstream
 
     try:
         c = bitstream.read(data)

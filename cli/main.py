@@ -35,7 +35,7 @@ from dqcodec.cli.files import (
 from dqcodec.cli.images import IMAGE_SUFFIXES, MAX_PIXELS, MAX_PIXELS_ERROR, read_input
 from PIL import Image
 
-from dqcodec.effort import DEFAULT_EFFORT, MAX_EFFORT
+from dqcodec.encoder.effort import DEFAULT_EFFORT, MAX_EFFORT
 
 # --threads and -j: more than the CPUs only slows dqc down and costs memory (each thread of the
 # prior holds its own buffers), so a count above them is lowered to them; this is the most accepted
@@ -153,7 +153,7 @@ def _stage_times(stages: dict[str, float]) -> str:
 
 
 def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
-    from dqcodec.codec import decode_tokens, reconstruct
+    from dqcodec.decoding import decode_tokens, reconstruct
     from dqcodec.granularity_map import draw, with_legend
 
     check_output(map_path, overwrite, binary=False)
@@ -166,8 +166,8 @@ def _draw_map(data: bytes, map_path: str, overwrite: bool) -> None:
 
 
 def _check_target(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    from dqcodec.encoder.qualitytarget import parse_target
     from dqcodec.errors import DQCError
-    from dqcodec.qualitytarget import parse_target
 
     if value is None:
         return None
@@ -399,7 +399,7 @@ def encode(
 
 def _file_summary(data: bytes) -> str:
     """Shares of the levels, resampling and what the file holds besides tokens (for -v)."""
-    from dqcodec import bitstream
+    from dqcodec.format import bitstream
 
     c = bitstream.read(data)
     medium, fine = c.header.share_medium / 65535, c.header.share_fine / 65535
@@ -485,8 +485,8 @@ def info(src: str, as_json: bool, map_path: str | None, overwrite: bool, quiet: 
     only the exit code says whether the file reads."""
 
     def go() -> None:
-        from dqcodec import bitstream
-        from dqcodec.shipped import model_name
+        from dqcodec.format import bitstream
+        from dqcodec.models.shipped import model_name
 
         data = read_input(src)
         if map_path:

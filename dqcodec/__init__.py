@@ -20,7 +20,8 @@ from dqcodec.errors import (  # noqa: E402
 from dqcodec.pillow_plugin import register as _register_pillow_plugin  # noqa: E402
 
 if TYPE_CHECKING:
-    from dqcodec.codec import decode, encode
+    from dqcodec.decoding import decode
+    from dqcodec.encoding import encode
 
 __all__ = [
     "encode",
@@ -42,8 +43,12 @@ _register_pillow_plugin()
 
 def __getattr__(name: str) -> object:
     # encode and decode import torch (seconds); the CLI's help and `info` need neither
-    if name in ("encode", "decode"):
-        from dqcodec import codec
+    if name == "encode":
+        from dqcodec.encoding import encode
 
-        return getattr(codec, name)
+        return encode
+    if name == "decode":
+        from dqcodec.decoding import decode
+
+        return decode
     raise AttributeError(f"module 'dqcodec' has no attribute {name!r}")

@@ -9,10 +9,11 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
-from dqcodec.codec import decode, encode
+from dqcodec.decoding import decode
+from dqcodec.encoding import encode
 from dqcodec.fileio import write_atomic
-from dqcodec.loading import load_model
 from dqcodec.metrics import psnr_of_pictures
+from dqcodec.models.loading import load_model
 
 
 def main(out_dir: Path = Path("out/demo")) -> None:

@@ -1,4 +1,5 @@
-"""Image quality metrics used by training and benchmarks (images as float tensors in [0, 1])."""
+"""Image quality measures (PSNR, SSIM, MS-SSIM, SSIMULACRA2), for `--target`, `dqc compare`, the
+demo, training and the benchmarks (images as float tensors in [0, 1])."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 from PIL import Image, ImageFile
 
-from dqcodec import bitstream
 from dqcodec.errors import DQCError, ImageFileError
+from dqcodec.format import bitstream
 
 
 @contextmanager
@@ -43,7 +43,7 @@ class DqcImageFile(ImageFile.ImageFile):
 
     def load(self):  # noqa: ANN201 - Pillow's signature
         if not self._dqc_done:
-            from dqcodec.codec import decode
+            from dqcodec.decoding import decode
 
             with _as_oserror():
                 img = decode(self._dqc_bytes)
@@ -54,7 +54,7 @@ class DqcImageFile(ImageFile.ImageFile):
 
 
 def _save(im: Image.Image, fp, filename: str | bytes) -> None:  # noqa: ANN001 - Pillow's signature
-    from dqcodec.codec import DEFAULT_EFFORT, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TUNE, encode
+    from dqcodec.encoding import DEFAULT_EFFORT, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TUNE, encode
 
     opts = im.encoderinfo
     exif = opts.get("exif")

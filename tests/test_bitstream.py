@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import dqcodec
-from dqcodec import bitstream
 from dqcodec.errors import DQCError, FormatError, IntegrityError, ModelMismatchError
+from dqcodec.format import bitstream
 
 
 def make_container(num_tiles: int = 2) -> bitstream.Container:
@@ -158,7 +158,7 @@ def test_periods_over_eight_are_refused_on_both_sides() -> None:
     c.header = bitstream.Header(300, 200, 0, 256, bytes(16), 0, 0, (4, 64, 4, 4), 20)
     with pytest.raises(FormatError, match="group period 64"):
         bitstream.write(c)
-    from dqcodec.tokens import Schedule
+    from dqcodec.format.tokens import Schedule
 
     with pytest.raises(DQCError, match="group period 16"):
         dqcodec.encode(np.zeros((16, 16, 3), np.uint8), schedule=Schedule((4, 4, 16, 4)))

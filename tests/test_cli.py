@@ -16,7 +16,7 @@ from PIL import Image
 
 import dqcodec
 from dqcodec.metrics import psnr_of_pictures
-from dqcodec.shipped import model_id
+from dqcodec.models.shipped import model_id
 from tests.conftest import synthetic_image
 
 DQC = shutil.which("dqc") or str(Path(sys.executable).parent / "dqc")
@@ -219,7 +219,7 @@ def test_bad_inputs_give_one_line_errors_and_leave_nothing(tmp_path: Path) -> No
 
 
 def test_corrupt_file_is_reported_not_shown(photo: Path, tmp_path: Path) -> None:
-    from dqcodec import bitstream
+    from dqcodec.format import bitstream
 
     assert dqc("encode", str(photo)).returncode == 0
     c = bitstream.read(photo.with_suffix(".dqc").read_bytes())
@@ -414,7 +414,7 @@ def _peak_rss_mb(*args: str) -> tuple[subprocess.CompletedProcess, float]:
 
 
 def test_small_files_cannot_make_the_decoder_allocate(tmp_path: Path) -> None:
-    from dqcodec import bitstream
+    from dqcodec.format import bitstream
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
@@ -452,11 +452,11 @@ def test_small_files_cannot_make_the_decoder_allocate(tmp_path: Path) -> None:
 
 def test_decoding_memory_is_bounded_per_output_pixel(tmp_path: Path) -> None:
     """The worst a small file can ask: a picture coded at a quarter of its size each way (the
-    format's smallest scale), so that every coded pixel becomes 16. The README's bound: at most
+    format's smallest scale), so that every coded pixel becomes 16. The bound docs/usage.md states: at most
     500 MB plus 16 bytes per output pixel."""
     import dataclasses
 
-    from dqcodec import bitstream
+    from dqcodec.format import bitstream
 
     peaks = {}
     for coded_width in (2432, 4864):  # 10 and 20 MP out, from files of 1 and 2 KB

@@ -10,13 +10,14 @@ import torch
 from PIL import Image
 
 import dqcodec
-from dqcodec import bitstream
-from dqcodec.codec import decode_tokens, image_to_tensor, model_of, reconstruct
-from dqcodec.loading import load_model
+from dqcodec.decoding import decode_tokens, model_of, reconstruct
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality
+from dqcodec.encoding import image_to_tensor
+from dqcodec.format import bitstream
 from dqcodec.metrics import psnr_of_pictures
-from dqcodec.ratecontrol import analyze, levels_for_quality
-from dqcodec.shipped import model_id
-from dqcodec.transform import bfloat16_convolutions, decode_tiled, synthesize, to_uint8
+from dqcodec.models.loading import load_model
+from dqcodec.models.shipped import model_id
+from dqcodec.models.transform import bfloat16_convolutions, decode_tiled, synthesize, to_uint8
 from tests.conftest import synthetic_image
 
 
@@ -63,7 +64,7 @@ def test_decode_with_other_thread_count_gives_identical_symbols(small_image: Ima
 
 
 def test_decoded_image_is_the_models_reconstruction(small_file: bytes) -> None:
-    from dqcodec import colour
+    from dqcodec.format import colour
 
     c, tokens = decode_tokens(small_file)
     rgb = reconstruct(tokens, c.header.width, c.header.height)
@@ -213,7 +214,7 @@ codebook[1::2] = vectors + np.take_along_axis(step, order, 1)
 
 NEAREST_RUN = r"""
 import hashlib, torch
-from dqcodec import quantize
+from dqcodec.models import quantize
 found = quantize.nearest_codes(torch.from_numpy(vectors), torch.from_numpy(codebook))
 kernels = quantize._search_kernel()
 print(kernels.isa if kernels else "torch", hashlib.sha256(found.numpy().tobytes()).hexdigest())
@@ -251,8 +252,8 @@ def test_nearest_code_search_is_the_same_on_every_path() -> None:
 
 
 def test_tiled_encoder_and_chunked_quantizer_match_whole_image(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dqcodec import quantize
-    from dqcodec.transform import encode_tiled, pad16
+    from dqcodec.models import quantize
+    from dqcodec.models.transform import encode_tiled, pad16
 
     m = load_model()
     x = pad16(image_to_tensor(synthetic_image(200, 150, seed=2))[0]) * 2 - 1
@@ -268,7 +269,7 @@ def test_tiled_encoder_and_chunked_quantizer_match_whole_image(monkeypatch: pyte
 
 
 def test_tiled_decoder_matches_whole_map_within_rounding() -> None:
-    from dqcodec.transform import decode_tiled
+    from dqcodec.models.transform import decode_tiled
 
     m = load_model()
     a = analyze(m, image_to_tensor(synthetic_image(200, 150, seed=4))[0])
@@ -294,7 +295,7 @@ def test_resampled_coding_spans_lower_and_higher_rates() -> None:
 
 
 def test_resampled_decode_is_the_reconstruction_resized(small_image: Image.Image) -> None:
-    from dqcodec.resample import resize
+    from dqcodec.format.resample import resize
 
     data = dqcodec.encode(small_image, quality=40, scale=1.5, effort=0)  # effort 0: no colour correction on top
     c, tokens = decode_tokens(data)
@@ -321,8 +322,8 @@ def test_target_bpp_picks_the_scale_of_its_band() -> None:
 def test_target_bpp_lands_just_under_the_target_and_writes_that_quality() -> None:
     from skimage import data
 
-    from dqcodec.ratecontrol import quality_for_bpp
-    from dqcodec.tokens import Schedule
+    from dqcodec.encoder.ratecontrol import quality_for_bpp
+    from dqcodec.format.tokens import Schedule
 
     img = Image.fromarray(data.astronaut()[::2, ::2])  # 256x256, one tile
     m = load_model("dq")

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 import dqcodec
-from dqcodec import bitstream, colour, flat
-from dqcodec.colour_fit import MEAN_TOLERANCE, worst_block_mean
+from dqcodec.encoder.colour_fit import MEAN_TOLERANCE, worst_block_mean
 from dqcodec.errors import FormatError, IntegrityError
+from dqcodec.format import bitstream, colour, flat
 
 
 @pytest.mark.parametrize("block_log2,channels", [(3, 3), (4, 1), (6, 3)])

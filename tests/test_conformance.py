@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 import dqcodec
-from dqcodec import bitstream, colour, errors, flat
-from dqcodec.codec import decode_tokens
-from dqcodec.coding import digests
-from dqcodec.tokens import Schedule
+from dqcodec import errors
+from dqcodec.decoding import decode_tokens
+from dqcodec.format import bitstream, colour, flat
+from dqcodec.format.coding import digests
+from dqcodec.format.tokens import Schedule
 
 SPEC = Path(__file__).parent.parent / "bitstream_spec"
 VECTORS = SPEC / "conformance"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder
-from dqcodec.intmath import LOG2_FRAC, frequencies
+from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder
+from dqcodec.format.intmath import LOG2_FRAC, frequencies
 
 
 def integer_logits(rng: np.random.Generator, n: int, k: int, spread_bits: float) -> torch.Tensor:

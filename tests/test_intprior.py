@@ -16,15 +16,14 @@ from PIL import Image
 from skimage import data
 
 import dqcodec
-from dqcodec import intmath
-from dqcodec.codec import image_to_tensor
-from dqcodec.coding import frequency_tables, tile_of
-from dqcodec.entropy import PRECISION
-from dqcodec.loading import load_model
-from dqcodec.models import intprior
-from dqcodec.models.intprior import IntPrior, WeightsError
-from dqcodec.ratecontrol import analyze, levels_for_quality
-from dqcodec.tokens import Schedule, tile_tokens
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality
+from dqcodec.encoding import image_to_tensor
+from dqcodec.format import intmath, intprior
+from dqcodec.format.coding import frequency_tables, tile_of
+from dqcodec.format.entropy import PRECISION
+from dqcodec.format.intprior import IntPrior, WeightsError
+from dqcodec.format.tokens import Schedule, tile_tokens
+from dqcodec.models.loading import load_model
 
 WEIGHTS = Path(dqcodec.__file__).parent / "weights" / "prior_dq.npz"
 SPEC = Path(__file__).parent.parent / "bitstream_spec"
@@ -123,12 +122,12 @@ FREQUENCY_DIGEST = """
 import hashlib
 from PIL import Image
 from skimage import data
-from dqcodec.codec import image_to_tensor
-from dqcodec.coding import frequency_tables, tile_of
-from dqcodec.intmath import native_kernels
-from dqcodec.loading import load_model
-from dqcodec.ratecontrol import analyze, levels_for_quality
-from dqcodec.tokens import Schedule
+from dqcodec.encoding import image_to_tensor
+from dqcodec.format.coding import frequency_tables, tile_of
+from dqcodec.format.intmath import native_kernels
+from dqcodec.models.loading import load_model
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality
+from dqcodec.format.tokens import Schedule
 m = load_model("dq")
 a = analyze(m, image_to_tensor(Image.fromarray(data.astronaut()[100:356, 150:406]))[0], tune="psnr")
 levels = levels_for_quality(m, a, 60)[0]

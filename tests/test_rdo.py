@@ -8,11 +8,14 @@ import torch
 from PIL import Image
 
 import dqcodec
-from dqcodec import DQCError, rdo
-from dqcodec.codec import decode_tokens, image_to_tensor
-from dqcodec.loading import distortion_estimator, load_model
+from dqcodec import DQCError
+from dqcodec.decoding import decode_tokens
+from dqcodec.encoder import rdo
+from dqcodec.encoder.distortion import distortion_estimator
+from dqcodec.encoder.ratecontrol import analyze, levels_for_quality, model_bits
+from dqcodec.encoding import image_to_tensor
 from dqcodec.models.dqvae import rank_levels
-from dqcodec.ratecontrol import analyze, levels_for_quality, model_bits
+from dqcodec.models.loading import load_model
 from tests.conftest import synthetic_image
 
 
@@ -148,7 +151,7 @@ def test_more_quality_never_fewer_bits() -> None:
 
 
 def test_blend_moves_the_highest_scoring_differing_regions_first() -> None:
-    from dqcodec.ratecontrol import blend
+    from dqcodec.encoder.ratecontrol import blend
 
     low = torch.tensor([[0, 1, 1, 0]])
     high = torch.tensor([[2, 1, 2, 1]])
@@ -162,9 +165,9 @@ def test_blend_moves_the_highest_scoring_differing_regions_first() -> None:
 def test_rate_model_learns_the_bits_of_a_coded_map() -> None:
     from skimage import data
 
-    from dqcodec.coding import encode_tiles, token_bits
-    from dqcodec.ratemodel import RateModel, predicted_bits
-    from dqcodec.tokens import Schedule
+    from dqcodec.encoder.ratemodel import RateModel, predicted_bits
+    from dqcodec.format.coding import encode_tiles, token_bits
+    from dqcodec.format.tokens import Schedule
 
     m = load_model("dq")
     a = analyze(m, image_to_tensor(Image.fromarray(data.astronaut()[::2, ::2]))[0])
@@ -208,7 +211,7 @@ def test_estimated_distortion_follows_the_measured_one() -> None:
 
 
 def test_default_tune_estimates_and_tune_psnr_measures_by_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dqcodec import ratecontrol
+    from dqcodec.encoder import ratecontrol
 
     img = synthetic_image(96, 64, seed=1)
     decodes = []

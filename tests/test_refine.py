@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 import dqcodec
-from dqcodec import bitstream
-from dqcodec.codec import QualityPlan, image_to_tensor, refined_tokens, write_tokens
-from dqcodec.effort import DEFAULT_EFFORT, MAX_EFFORT
+from dqcodec.encoder.effort import DEFAULT_EFFORT, MAX_EFFORT
+from dqcodec.encoder.ratecontrol import levels_for_quality
+from dqcodec.encoding import QualityPlan, image_to_tensor, refined_tokens, write_tokens
 from dqcodec.errors import ArgumentError
-from dqcodec.loading import load_model
+from dqcodec.format import bitstream
 from dqcodec.metrics import psnr_of_pictures
-from dqcodec.ratecontrol import levels_for_quality
+from dqcodec.models.loading import load_model
 from tests.test_cli import DQC
 
 
@@ -100,7 +100,7 @@ def test_rate_and_quality_targets_hold_at_every_effort(photo: Image.Image, effor
 
 def test_refinement_runs_in_windows_on_large_pictures(monkeypatch: pytest.MonkeyPatch) -> None:
     """A picture over one window refines window by window, and the windows' seams do not show."""
-    from dqcodec import refine
+    from dqcodec.encoder import refine
 
     monkeypatch.setattr(refine, "WINDOW", 4)  # 64 px windows on a 160x96 picture: 3 x 2 of them
     from skimage import data

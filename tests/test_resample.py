@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dqcodec.resample import filter_taps, resize
+from dqcodec.format.resample import filter_taps, resize
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(40, 20), (40, 60), (37, 53), (9, 4), (1, 5)])

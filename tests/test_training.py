@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
+from dqcodec.format.intprior import IntPrior
 from dqcodec.models import dqvae_from_checkpoint, prior_from_checkpoint
-from dqcodec.models.intprior import IntPrior
 from tests.conftest import synthetic_image
 
 ROOT = Path(__file__).parent.parent
@@ -49,7 +49,7 @@ def test_train_export_resume(tmp_path: Path) -> None:
 def test_distortion_estimate_fits_and_loads(tmp_path: Path) -> None:
     import ast
 
-    from dqcodec.distortion import estimator_from_bytes
+    from dqcodec.encoder.distortion import estimator_from_bytes
 
     data = tmp_path / "train"
     for seed, split in enumerate(["bsds500/train", "bsds500/train", "bsds500/val", "bsds500/test", "extra"]):

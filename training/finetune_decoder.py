@@ -42,11 +42,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dqcodec.loading import load_model
+from dqcodec.encoder.ratecontrol import analyze, coded_size, levels_for_quality
 from dqcodec.metrics import ms_ssim
 from dqcodec.models.dqvae import Decoder
-from dqcodec.ratecontrol import analyze, coded_size, levels_for_quality
-from dqcodec.transform import resample_picture
+from dqcodec.models.loading import load_model
+from dqcodec.models.transform import resample_picture
 from training.data import list_images
 
 QUALITIES = (0, 15, 30, 50, 70, 85, 100)  # maps per image, tune "ssim"

@@ -1,7 +1,7 @@
 """Quantisation-aware training of the DQ-Transformer prior, and its export to integer weights.
 
 `QATPrior` wraps a float `DQTransformer` and simulates, in float, the roundings of the integer
-prior (`dqcodec.models.intprior`): 7-bit weights per output channel, 8-bit activations at every
+prior (`dqcodec.format.intprior`): 7-bit weights per output channel, 8-bit activations at every
 matrix product's input (LayerNorm outputs, queries, values, attention outputs, GELU outputs) and
 7-bit keys, with learned scales (LSQ, Esser et al. 2020), and the GELU table's input grid.
 `export_integer` turns it into the integer arrays that `IntPrior` loads; what it does not
@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqcodec.coding import tile_bits
-from dqcodec.intmath import ACT_MAX, ATTN_EXP_MAX, GELU_HALF, KEY_MAX, LOG2_FRAC, RESID_FRAC, WEIGHT_MAX
+from dqcodec.format.coding import tile_bits
+from dqcodec.format.intmath import ACT_MAX, ATTN_EXP_MAX, GELU_HALF, KEY_MAX, LOG2_FRAC, RESID_FRAC, WEIGHT_MAX
+from dqcodec.format.intprior import FORMAT_TAG, IntPrior
+from dqcodec.format.tokens import KIND_MAP, Schedule
 from dqcodec.models.dqvae import NUM_LEVELS, Tokens
-from dqcodec.models.intprior import FORMAT_TAG, IntPrior
 from dqcodec.models.prior import Block, DQTransformer
-from dqcodec.tokens import KIND_MAP, Schedule
 
 LN_EPS_INT = round(1e-5 * 2 ** (2 * RESID_FRAC))  # torch's LayerNorm eps in residual units squared
 ACT_POINTS = ("a1", "q", "k", "v", "o", "a2", "g")  # quantised activations of a block

@@ -1,4 +1,4 @@
-"""Fit the encoder's distortion estimate (`dqcodec.distortion`) to the shipped DQ-VAE.
+"""Fit the encoder's distortion estimate (`dqcodec.encoder.distortion`) to the shipped DQ-VAE.
 
     python -m training.train_distortion --out dqcodec/weights/distortion_dq.pt [--extra 150] [--steps 12000]
 
@@ -23,11 +23,9 @@ import torch
 from PIL import Image
 
 from benchmarks.report import bd_rate
-from dqcodec.codec import image_to_tensor
-from dqcodec.distortion import DistortionEstimator, estimate, region_features
-from dqcodec.loading import LoadedModel, load_model
-from dqcodec.ratecontrol import decode_every_level
-from dqcodec.rdo import (
+from dqcodec.encoder.distortion import DistortionEstimator, estimate, region_features
+from dqcodec.encoder.ratecontrol import decode_every_level
+from dqcodec.encoder.rdo import (
     PSNR_SCALE,
     REGION_BITS,
     STRUCTURAL_SCALE,
@@ -38,7 +36,9 @@ from dqcodec.rdo import (
     ssim_distortion,
     structural_mix,
 )
-from dqcodec.transform import encode_tiled, pad16
+from dqcodec.encoding import image_to_tensor
+from dqcodec.models.loading import LoadedModel, load_model
+from dqcodec.models.transform import encode_tiled, pad16
 
 # features, log1p of the distortions, the gate's score, the distortions (squared, ssim)
 Sample = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]

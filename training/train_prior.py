@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
+from dqcodec.format.tokens import KIND_GRID, MAX_REGIONS, NUM_KINDS, Schedule, batch_tile_tokens
 from dqcodec.models import DQVAE, DQTransformer, PriorConfig, dqvae_from_checkpoint, float_state_dict
 from dqcodec.models.dqvae import rank_levels
-from dqcodec.tokens import KIND_GRID, MAX_REGIONS, NUM_KINDS, Schedule, batch_tile_tokens
 from training.checkpoint import export_weights, load_state, save_state
 from training.data import CropSampler, list_images, sample_shares
 from training.qat import QATPrior, export_integer, validation_bits

@@ -48,7 +48,7 @@ def save_crop(path: Path, picture: np.ndarray) -> None:
 
 def granularity_overlay(data: bytes, decoded: np.ndarray) -> np.ndarray:
     """dqc's picture tinted by the level of each region (as `dqc info --map` draws it)."""
-    from dqcodec.codec import decode_tokens
+    from dqcodec.decoding import decode_tokens
     from dqcodec.granularity_map import draw
 
     c, tokens = decode_tokens(data)

@@ -50,7 +50,7 @@ def ms_ssim(reference: np.ndarray, decoded: np.ndarray) -> float:
 
 
 def ssimulacra2(reference: np.ndarray, decoded: np.ndarray) -> float:
-    from dqcodec.qualitytarget import measure
+    from dqcodec.encoder.qualitytarget import measure
 
     return measure("ssimulacra2", reference, decoded)
 

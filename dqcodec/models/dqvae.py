@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dqcodec.layers import Downsample, Upsample, conv3x3, res_stack
-from dqcodec.quantize import VectorQuantizer
+from dqcodec.models.layers import Downsample, Upsample, conv3x3, res_stack
+from dqcodec.models.quantize import VectorQuantizer
 
 NUM_LEVELS = 3
 REGION = 16  # pixels per region side

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dqcodec.format.tokens import KIND_MAP, NUM_KINDS, NUM_POSITIONS
 from dqcodec.models.dqvae import NUM_LEVELS
-from dqcodec.tokens import KIND_MAP, NUM_KINDS, NUM_POSITIONS
 
 
 @dataclass

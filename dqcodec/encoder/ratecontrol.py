@@ -1,5 +1,5 @@
-"""The encoder's choices, which the decoder never needs: the granularity map for a quality or a
-target rate, and the picture's scale (resampled coding).
+"""The granularity map for a quality (`-q`) or a target rate (`--bpp`), and the picture's scale
+(resampled coding).
 
 `-q` sets a Lagrangian trade-off (`rdo`): the encoder knows every region's distortion at each
 level, estimated from the analysis (`distortion`) or measured by decoding the image at each
@@ -20,14 +20,9 @@ from dataclasses import dataclass, replace
 import torch
 
 from dqcodec import arguments, progress
-from dqcodec.bitstream import Tile
-from dqcodec.coding import encode_tiles, tile_grid
-from dqcodec.distortion import estimate, region_features
-from dqcodec.errors import DQCError
-from dqcodec.loading import LoadedModel, distortion_estimator
-from dqcodec.models.dqvae import NUM_LEVELS
-from dqcodec.ratemodel import RateModel, predicted_bits
-from dqcodec.rdo import (
+from dqcodec.encoder.distortion import distortion_estimator, estimate, region_features
+from dqcodec.encoder.ratemodel import RateModel, predicted_bits
+from dqcodec.encoder.rdo import (
     PSNR_SCALE,
     REGION_BITS,
     STRUCTURAL_SCALE,
@@ -38,8 +33,13 @@ from dqcodec.rdo import (
     ssim_distortion,
     structural_mix,
 )
-from dqcodec.tokens import Schedule
-from dqcodec.transform import encode_tiled, pad16, resample_picture, synthesize
+from dqcodec.errors import DQCError
+from dqcodec.format.bitstream import Tile
+from dqcodec.format.coding import encode_tiles, tile_grid
+from dqcodec.format.tokens import Schedule
+from dqcodec.models.dqvae import NUM_LEVELS
+from dqcodec.models.loading import LoadedModel
+from dqcodec.models.transform import encode_tiled, pad16, resample_picture, synthesize
 
 DEFAULT_QUALITY = 50
 # How the encoder chooses the granularity map (the decoder does not care):

@@ -13,12 +13,14 @@ rate-distortion against decoding. The decoder never needs it.
 from __future__ import annotations
 
 import io
+from functools import cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from dqcodec.models.dqvae import LEVEL_STRIDES, NUM_LEVELS, REGION
+from dqcodec.models.shipped import DEFAULT_MODEL, estimator_bytes
 
 FEATURES = 13
 HIDDEN = 48
@@ -96,3 +98,11 @@ def estimate(est: DistortionEstimator, features: torch.Tensor) -> tuple[torch.Te
     in the units of `rdo.region_distortion` and `rdo.ssim_distortion`, from `region_features`."""
     squared, ssim = torch.expm1(est(features).double()).clamp(min=0).unbind(0)
     return squared, ssim
+
+
+@cache
+def distortion_estimator(name: str = DEFAULT_MODEL) -> DistortionEstimator | None:
+    """The encoder's distortion estimate for shipped model `name` (None where it has none: the
+    encoder then decodes to measure). Loaded on first use, so that decoding never reads it."""
+    raw = estimator_bytes(name)
+    return estimator_from_bytes(raw) if raw is not None else None

@@ -5,7 +5,8 @@ The DQ-VAE's codebook cannot draw every colour: a flat saturated red comes back 
 off, pure blue 90. The encoder measures what the decoded picture got wrong at low frequency and
 codes it as one integer offset per channel for each B x B block (B = 8 to 64); the decoder
 interpolates the offsets bilinearly between block centres and adds them. This module is the
-decoder's part (payload, symbols, field); the encoder's choice of the offsets is in `colour_fit`.
+decoder's part (payload, symbols, field); the encoder's choice of the offsets is
+`dqcodec.encoder.colour_fit`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder
 from dqcodec.errors import FormatError, IntegrityError
+from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder
 
 MAX_OFFSET = 127  # |q| of a block's offset, in units of the step
 RESIDUALS = 2 * 2 * MAX_OFFSET + 1  # the alphabet of q - prediction: -254..254

@@ -1,8 +1,8 @@
-"""Image <-> .dqc bytes: the public encode/decode.
+"""A picture to .dqc bytes: the public `encode`, which runs the encoder's choices (`encoder/`).
 
-encode: picture -> transform.analysis -> ratecontrol (granularity map) -> coding (integer
-        prior + range coder, per tile) -> bitstream (container)
-decode: bitstream -> coding -> transform.synthesis -> resample back (RSMP) -> picture
+picture -> models.transform (analysis) -> encoder (granularity map, refined tokens, colour fit)
+        -> format.coding (integer prior + range coder, per tile) -> format.bitstream (container)
+The way back is `decoding`, which needs none of `encoder/`.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dqcodec import __version__, arguments, bitstream, colour, colour_fit, flat, progress, qualitymap
-from dqcodec.coding import PRECISION, TILE_SIZE, decode_tiles, encode_tiles, threads
-from dqcodec.effort import DEFAULT_EFFORT, EFFORTS, check_effort
-from dqcodec.errors import ArgumentError, DQCError, FormatError, MetadataWarning, SizeLimitError, TargetWarning
-from dqcodec.loading import LoadedModel, load_model
-from dqcodec.metadata import is_srgb
-from dqcodec.models.dqvae import Tokens
-from dqcodec.qualitytarget import QualityTarget, parse_target, quality_for_target
-from dqcodec.ratecontrol import (
+from dqcodec import __version__, arguments, progress
+from dqcodec.encoder import colour_fit, qualitymap
+from dqcodec.encoder.effort import DEFAULT_EFFORT, EFFORTS, check_effort
+from dqcodec.encoder.qualitytarget import QualityTarget, parse_target, quality_for_target
+from dqcodec.encoder.ratecontrol import (
     DEFAULT_QUALITY,
     DEFAULT_TUNE,
     TUNES,
@@ -35,23 +31,22 @@ from dqcodec.ratecontrol import (
     levels_for_quality,
     remeasured,
 )
-from dqcodec.refine import refine, refine_every_level
-from dqcodec.resample import resize
-from dqcodec.shipped import DEFAULT_MODEL, model_id, model_named_by
-from dqcodec.tokens import Schedule
-from dqcodec.transform import pad16, resample_picture, synthesize
+from dqcodec.encoder.refine import refine, refine_every_level
+from dqcodec.errors import ArgumentError, DQCError, MetadataWarning, TargetWarning
+from dqcodec.format import bitstream
+from dqcodec.format.coding import PRECISION, TILE_SIZE, encode_tiles, threads
+from dqcodec.format.resample import resize
+from dqcodec.format.tokens import Schedule
+from dqcodec.metadata import is_srgb
+from dqcodec.models.loading import LoadedModel, load_model
+from dqcodec.models.shipped import DEFAULT_MODEL
+from dqcodec.models.transform import pad16, resample_picture, synthesize
 
 CHUNK_BYTES = 12  # a chunk's length, type and CRC
-MAX_DECODE_PIXELS = 64 * 10**6  # decode's default limit: a few MB of tile headers can claim a gigapixel
 # the colour space field of an ICC profile's header (bytes 16-19; 36-39 hold the signature "acsp")
 ICC_SPACE = {bitstream.COLOR_RGB: b"RGB ", bitstream.COLOR_GRAY: b"GRAY"}
 
-__all__ = ["encode", "decode", "decode_tokens", "write_tokens", "reconstruct", "image_to_tensor", "model_of"]
-
-
-def model_of(data: bytes) -> str:
-    """The shipped model a .dqc file was made with (from its header's model id)."""
-    return model_named_by(bitstream.read(data).header.model_id)
+__all__ = ["encode", "write_tokens", "image_to_tensor"]
 
 
 def image_to_tensor(img: Image.Image | np.ndarray) -> tuple[torch.Tensor, int]:
@@ -347,8 +342,8 @@ def write_tokens(
     """Entropy-code a granularity map (h, w) and the code indices under the prior -> .dqc bytes
     for a width x height image; `coded` is the (width, height) of the tokens' picture, which gets
     an RSMP chunk where it differs from the image's (resampled coding). `tiles`: these tokens'
-    tiles, already range-coded (by rate control). `colour`: a CCOR payload (`dqcodec.colour`);
-    `flat`: a FLAT payload (`dqcodec.flat`)."""
+    tiles, already range-coded (by rate control). `colour`: a CCOR payload (`dqcodec.format.colour`);
+    `flat`: a FLAT payload (`dqcodec.format.flat`)."""
     schedule = schedule or Schedule()
     header = bitstream.Header(
         width, height, color, TILE_SIZE, m.model_id, *header_shares(levels), schedule.periods, PRECISION
@@ -370,78 +365,3 @@ def write_tokens(
         header, tiles, icc_profile, exif, coded_size=resampled, xmp=xmp, colour=colour, flat=flat, settings=settings
     )
     return bitstream.write(container)
-
-
-def decode_tokens(
-    data: bytes, model: str | None = None, workers: int | None = None, max_pixels: int | None = MAX_DECODE_PIXELS
-) -> tuple[bitstream.Container, Tokens]:
-    """Parse, entropy-decode and verify a .dqc file; returns the container and the tokens.
-    `model` None: the shipped model the file was made with. A picture (or coded picture) over
-    `max_pixels` is refused before anything is allocated for it; None: no limit."""
-    max_pixels, workers = arguments.pixel_limit(max_pixels), arguments.count("workers", workers)
-    if model is None:
-        c = bitstream.read(data)
-        m = load_model(model_named_by(c.header.model_id))
-    else:
-        c = bitstream.read(data, expected_model_id=model_id(model))
-        m = load_model(model)
-    hd = c.header
-    if max_pixels is not None and max(hd.width * hd.height, c.coded_width * c.coded_height) > max_pixels:
-        raise SizeLimitError(
-            f"the file's picture is {hd.width}x{hd.height} (coded {c.coded_width}x{c.coded_height}), "
-            f"over the {max_pixels / 1e6:g} MP limit for decoding"
-        )
-    if hd.tile_size != TILE_SIZE:
-        raise FormatError(f"tile size {hd.tile_size} is not supported; this dqc codes {TILE_SIZE}-px tiles")
-    if hd.precision != PRECISION:
-        raise FormatError(f"probability precision {hd.precision} is not supported; expected {PRECISION}")
-    rh, rw = -(-c.coded_height // 16), -(-c.coded_width // 16)
-    levels, idx = decode_tiles(m.prior, c.tiles, rh, rw, Schedule(hd.periods), workers)
-    return c, Tokens(levels[None], tuple(t[None] for t in idx))  # type: ignore[arg-type]
-
-
-def reconstruct(
-    tokens: Tokens,
-    width: int,
-    height: int,
-    model: str = DEFAULT_MODEL,
-    device: str = "cpu",
-    coded: tuple[int, int] | None = None,
-) -> np.ndarray:
-    """Tokens -> uint8 RGB array (height, width, 3): the DQ-VAE decoder's picture, cropped (to
-    `coded` (width, height) and then resampled to width x height when the file says so)."""
-    m = load_model(model)
-    device = arguments.device(device)
-    cw, ch = coded or (width, height)
-    y = synthesize(m.vae, tokens.levels[0], tuple(i[0] for i in tokens.idx), cw, ch, device, fast=True)
-    return resize(y, width, height).permute(1, 2, 0).numpy()
-
-
-def decode(
-    data: bytes,
-    model: str | None = None,
-    workers: int | None = None,
-    device: str = "cpu",
-    max_pixels: int | None = MAX_DECODE_PIXELS,
-) -> Image.Image:
-    """Decompress .dqc bytes to a PIL image (mode RGB or L; ICC profile, EXIF and XMP in its info).
-    `model` None: the shipped model the file was made with; a name: that one, or ModelMismatchError.
-    A file whose picture is over `max_pixels` is refused (a small file can claim any size); None: no limit."""
-    device = arguments.device(device)
-    c, tokens = decode_tokens(data, model, workers, max_pixels)
-    model = model or model_named_by(c.header.model_id)
-    rgb = reconstruct(tokens, c.header.width, c.header.height, model, device, c.coded_size)
-    if c.colour:
-        rgb = colour.apply(rgb, colour.unpack(c.colour, c.header.width, c.header.height))
-    if c.flat:
-        rgb = flat.apply(rgb, flat.unpack(c.flat, c.header.width, c.header.height))
-    img = Image.fromarray(rgb, "RGB")
-    if c.header.color == bitstream.COLOR_GRAY:
-        img = img.convert("L")
-    if c.icc_profile:
-        img.info["icc_profile"] = c.icc_profile
-    if c.exif:
-        img.info["exif"] = c.exif
-    if c.xmp:
-        img.info["xmp"] = c.xmp
-    return img

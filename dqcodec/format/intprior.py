@@ -1,7 +1,7 @@
 """The integer DQ-Transformer prior: the model that coding uses (normative: FORMAT.md, section 8).
 
 It is the float `DQTransformer` after quantisation-aware training, run in exact integer arithmetic
-(`dqcodec.intmath`): int16 embeddings, 7-bit weights and attention keys, 8-bit activations,
+(`dqcodec.format.intmath`): int16 embeddings, 7-bit weights and attention keys, 8-bit activations,
 per-channel requantisation by an integer multiplier and shift, an integer LayerNorm, a GELU table
 and an integer softmax. Tokens map to frequencies the same way on every machine, at any thread
 count.
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dqcodec.errors import DQCError
-from dqcodec.intmath import (
+from dqcodec.format.intmath import (
     ACT_MAX,
     ATTN_EXP_MAX,
     ATTN_SUM_BITS,
@@ -44,7 +44,7 @@ from dqcodec.intmath import (
     pack_weights,
     requantize,
 )
-from dqcodec.tokens import KIND_MAP
+from dqcodec.format.tokens import KIND_MAP
 
 FORMAT_TAG = "dqc-int-prior-1"
 FP32_EXACT = 1 << 24  # float32 holds every integer below this exactly

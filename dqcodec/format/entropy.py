@@ -1,7 +1,7 @@
 """Range coding of symbols under integer frequencies (constriction's queue range coder).
 
 Each symbol comes with its integer frequency table (k entries, each >= 1, summing to
-2^PRECISION) from the integer prior (`dqcodec.intmath.frequencies`). constriction's lazy
+2^PRECISION) from the integer prior (`dqcodec.format.intmath.frequencies`). constriction's lazy
 categorical model (`Categorical(perfect=False)`) turns a table into its 24-bit CDF:
 cdf(i) = floor(F(i) * (2^24 - k) / 2^PRECISION) + i, with F(i) the sum of the frequencies of the
 symbols below i, and cdf(k) = 2^24. Handing it f / 2^PRECISION as float64 is exact (every value,

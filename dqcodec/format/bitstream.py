@@ -154,10 +154,10 @@ class Container:
     extra: list[tuple[bytes, bytes]] = field(default_factory=list)  # unknown ancillary chunks, kept
     coded_size: tuple[int, int] | None = None  # (width, height) of the coded picture when it was resampled
     xmp: bytes | None = None  # XMP packet of the source image (ancillary: readers may skip it)
-    colour: bytes | None = None  # CCOR payload: the colour correction (`dqcodec.colour`), version 3
+    colour: bytes | None = None  # CCOR payload: the colour correction (`dqcodec.format.colour`), version 3
     version: int = FORMAT_VERSION
     settings: Settings | None = None  # how the file was made (ancillary)
-    flat: bytes | None = None  # FLAT payload: the flat blocks (`dqcodec.flat`), version 4
+    flat: bytes | None = None  # FLAT payload: the flat blocks (`dqcodec.format.flat`), version 4
 
     @property
     def coded_width(self) -> int:

@@ -19,13 +19,13 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from dqcodec import bitstream, progress
-from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder
+from dqcodec import progress
 from dqcodec.errors import DQCError, IntegrityError
-from dqcodec.intmath import native_kernels
-from dqcodec.models.dqvae import Tokens
-from dqcodec.models.intprior import IntPrior
-from dqcodec.tokens import (
+from dqcodec.format import bitstream
+from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder
+from dqcodec.format.intmath import native_kernels
+from dqcodec.format.intprior import IntPrior
+from dqcodec.format.tokens import (
     KIND_MAP,
     KIND_SCALE,
     MAX_REGIONS,
@@ -35,6 +35,7 @@ from dqcodec.tokens import (
     tile_tokens,
     token_regions,
 )
+from dqcodec.models.dqvae import Tokens
 
 TILE_SIZE = 16 * MAX_REGIONS  # pixels per tile side
 TILE_BATCH = 8  # tiles that go through the prior together, per thread (memory grows with it)

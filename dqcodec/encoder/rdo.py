@@ -1,4 +1,5 @@
-"""Rate-distortion optimized granularity map (the encoder's tune "psnr").
+"""The Lagrangian behind `-q`: every region's level by least distortion + lambda x bits (tune
+"psnr": each region its own least cost; tune "ssim": lambda sets the counts, the gate the order).
 
 The encoder may code any region at any level: the decoder reads the map from the file. Instead
 of the DGC gate's ranking, this measures what each level costs and gives:
@@ -26,7 +27,7 @@ passes) instead of the constant rates gained about 1% BD-rate on BSDS500 test im
 encoding five times slower, so the rates are constants.
 
 Squared error favours mixing coarse and fine regions, which wins on PSNR and loses on MS-SSIM
-against the gate's ranking (README, Results).
+against the gate's ranking (docs/benchmarks.md).
 """
 
 from __future__ import annotations

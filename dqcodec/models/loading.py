@@ -8,10 +8,9 @@ from functools import cache
 
 import torch
 
-from dqcodec.distortion import DistortionEstimator, estimator_from_bytes
+from dqcodec.format.intprior import IntPrior
 from dqcodec.models import DQVAE, dqvae_from_checkpoint, replace_decoder
-from dqcodec.models.intprior import IntPrior
-from dqcodec.shipped import DEFAULT_MODEL, estimator_bytes, model_id, weight_bytes
+from dqcodec.models.shipped import DEFAULT_MODEL, model_id, weight_bytes
 
 
 @dataclass(frozen=True)
@@ -35,11 +34,3 @@ def load_model(name: str = DEFAULT_MODEL) -> LoadedModel:
     if decoder_raw is not None:  # a decoder trained further over the same tokens
         replace_decoder(vae, torch.load(io.BytesIO(decoder_raw), map_location="cpu", weights_only=True))
     return LoadedModel(name, vae, IntPrior.from_bytes(prior_raw), model_id(name), fixed)
-
-
-@cache
-def distortion_estimator(name: str = DEFAULT_MODEL) -> DistortionEstimator | None:
-    """The encoder's distortion estimate for shipped model `name` (None where it has none: the
-    encoder then decodes to measure). Loaded on first use, so that decoding never reads it."""
-    raw = estimator_bytes(name)
-    return estimator_from_bytes(raw) if raw is not None else None

@@ -5,7 +5,7 @@ The DQ-VAE draws a flat saturated colour with a texture 20-90 levels deep and a 
 no smooth correction (`colour`) can take out. Where the original is flat (graphics, screenshots,
 a colour chart), the encoder flags the B x B block and codes its colour; the decoder overwrites
 the block with it. This module is the decoder's part (payload and painting); the encoder's choice
-of the blocks is `colour_fit.flat_blocks`.
+of the blocks is `dqcodec.encoder.colour_fit.flat_blocks`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dqcodec.entropy import PRECISION, SymbolDecoder, SymbolEncoder
 from dqcodec.errors import FormatError, IntegrityError
+from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder
 
 BLOCK_LOG2 = (3, 6)  # blocks of 8 to 64 px
 HEADER = struct.Struct(">BBHH")  # block_log2, channels, share of flat blocks, decay of the colours' table

@@ -15,12 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from dqcodec import progress
-from dqcodec.coding import threads
-from dqcodec.layers import Bfloat16Conv2d, ResBlock
+from dqcodec.format.coding import threads
+from dqcodec.format.resample import resize
+from dqcodec.format.tokens import KIND_SCALE
 from dqcodec.models import DQVAE
 from dqcodec.models.dqvae import LEVEL_STRIDES, Decoder, Tokens
-from dqcodec.resample import resize
-from dqcodec.tokens import KIND_SCALE
+from dqcodec.models.layers import Bfloat16Conv2d, ResBlock
 
 TRANSFORM_TILE = 1024  # pixels; larger images go through the DQ-VAE in tiles (its memory grows with area)
 # The decoder's activations are wider than the encoder's: a 1280x1280 window (1024 + halo) peaked

@@ -27,14 +27,14 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dqcodec import effort as efforts
 from dqcodec import progress
-from dqcodec.coding import threads
-from dqcodec.effort import Effort
+from dqcodec.encoder import effort as efforts
+from dqcodec.encoder.effort import Effort
+from dqcodec.format.coding import threads
 from dqcodec.metrics import ms_ssim
 from dqcodec.models import DQVAE
 from dqcodec.models.dqvae import LEVEL_STRIDES, REGION, Decoder
-from dqcodec.transform import bfloat16_convolutions, bfloat16_decoder, windows
+from dqcodec.models.transform import bfloat16_convolutions, bfloat16_decoder, windows
 
 WINDOW, HALO = 48, 4  # regions: 768 px windows (a Kodak picture is one) with 64 px of context each side
 SSIM_WINDOW = 11  # px: MS-SSIM needs pictures at least this large

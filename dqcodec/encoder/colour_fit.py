@@ -22,9 +22,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from dqcodec import colour, flat
-from dqcodec.entropy import PRECISION
-from dqcodec.rdo import PSNR_SCALE
+from dqcodec.encoder.rdo import PSNR_SCALE
+from dqcodec.format import colour, flat
+from dqcodec.format.entropy import PRECISION
 
 BLOCK_LOG2S = (3, 4, 5, 6)  # 8 to 64 px; 8 only for pictures up to SMALL_PICTURE pixels
 SMALL_PICTURE = 256 * 256

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from dqcodec import bitstream
 from dqcodec.errors import DQCError, ModelMismatchError
+from dqcodec.format import bitstream
 
 
 @dataclass(frozen=True)
