@@ -27,9 +27,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# about an hour on 2 cores (kodak_rd, i.e. dqc compare on Kodak, about 35 minutes); results land in benchmarks/results/
+# about two hours on 2 cores (dqc compare on Kodak about 35 minutes, on 40 BSDS500 test images 25, the settings table 20); results land in benchmarks/results/
 bench: $(STAMP)
 	$(PY) -m benchmarks.kodak_rd
+	$(PY) -m benchmarks.bsds500_rd
+	$(PY) -m benchmarks.settings
+	$(PY) -m benchmarks.colour
 	$(PY) -m benchmarks.prior_bits
 	$(PY) -m benchmarks.speed
 	$(PY) -m benchmarks.large_image
