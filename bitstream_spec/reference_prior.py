@@ -288,14 +288,14 @@ def decode_file(prior: ReferencePrior, data: bytes) -> tuple[list[list[int]], np
 
 
 # ----- the colour correction (section 10) -----------------------------------------------------
-def read_colour(data: bytes) -> tuple[tuple[int, int], bytes | None]:
-    """(width, height) of HEAD and the CCOR payload, None where the file has none."""
+def read_chunk(data: bytes, kind: bytes) -> tuple[tuple[int, int], bytes | None]:
+    """(width, height) of HEAD and the payload of the file's `kind` chunk, None where it has none."""
     pos, size, payload = 9, None, None
     while pos < len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"HEAD":
+        length, found = struct.unpack_from(">I4s", data, pos)
+        if found == b"HEAD":
             size = struct.unpack_from(">II", data, pos + 8)
-        elif kind == b"CCOR":
+        elif found == kind:
             payload = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
     assert size is not None
@@ -306,7 +306,7 @@ def colour_offsets(data: bytes) -> np.ndarray | None:
     """The offsets (channels, gh, gw) of a file's CCOR chunk (section 10.1-10.2), None without one."""
     import constriction
 
-    (width, height), payload = read_colour(data)
+    (width, height), payload = read_chunk(data, b"CCOR")
     if payload is None:
         return None
     block_log2, _step, channels, decay = struct.unpack_from(">BBBH", payload)
@@ -345,18 +345,9 @@ def flat_blocks(data: bytes) -> tuple[np.ndarray, np.ndarray] | None:
     None without one."""
     import constriction
 
-    pos, size, payload = 9, None, None
-    while pos < len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"HEAD":
-            size = struct.unpack_from(">II", data, pos + 8)
-        elif kind == b"FLAT":
-            payload = data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
+    (width, height), payload = read_chunk(data, b"FLAT")
     if payload is None:
         return None
-    assert size is not None
-    width, height = size
     block_log2, channels, share, decay = struct.unpack_from(">BBHH", payload)
     block = 2**block_log2
     gh, gw = -(-height // block), -(-width // block)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dqcodec.errors import FormatError, IntegrityError
-from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder
+from dqcodec.format.entropy import SymbolDecoder, SymbolEncoder, geometric_frequencies
 
 MAX_OFFSET = 127  # |q| of a block's offset, in units of the step
 RESIDUALS = 2 * 2 * MAX_OFFSET + 1  # the alphabet of q - prediction: -254..254
@@ -49,16 +49,7 @@ def grid(width: int, height: int, block_log2: int) -> tuple[int, int]:
 
 def residual_table(decay: int) -> np.ndarray:
     """The frequencies (RESIDUALS,) of residuals -254..254, summing to 2^PRECISION (section 10.2)."""
-    half = np.empty(2 * MAX_OFFSET + 1, dtype=np.int64)
-    half[0] = 1 << 16
-    for k in range(1, len(half)):
-        half[k] = max(1, (int(half[k - 1]) * decay) >> 16)
-    raw = np.concatenate([half[:0:-1], half])
-    total = int(raw.sum())
-    scale = ((1 << PRECISION) - RESIDUALS << 32) // total
-    freq = 1 + ((raw * scale) >> 32)
-    freq[2 * MAX_OFFSET] += (1 << PRECISION) - int(freq.sum())
-    return freq
+    return geometric_frequencies(np.abs(np.arange(RESIDUALS) - 2 * MAX_OFFSET), decay)
 
 
 def _median_prediction(q: np.ndarray, y: int, x: int) -> int:

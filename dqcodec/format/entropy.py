@@ -22,6 +22,22 @@ def _as_model_input(freq: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(freq, dtype=np.float64) / float(1 << PRECISION)
 
 
+def geometric_frequencies(distance: np.ndarray, decay: int) -> np.ndarray:
+    """A table that falls off geometrically with each symbol's `distance` from the likeliest
+    (FORMAT.md sections 10.2 and 12.2): h_0 = 2^16, h_k = max(1, (h_(k-1) * decay) >> 16), raw
+    frequencies h_distance scaled to 2^PRECISION with at least 1 each, the remainder to the first
+    symbol at distance 0. Exact integers, so the same table on every machine."""
+    half = np.empty(int(distance.max()) + 1, dtype=np.int64)
+    half[0] = 1 << 16
+    for k in range(1, len(half)):
+        half[k] = max(1, (int(half[k - 1]) * decay) >> 16)
+    raw = half[distance]
+    scale = ((1 << PRECISION) - len(distance) << 32) // int(raw.sum())
+    freq = 1 + ((raw * scale) >> 32)
+    freq[int(np.argmin(distance))] += (1 << PRECISION) - int(freq.sum())
+    return freq
+
+
 class SymbolEncoder:
     """Collects symbols with their frequency tables and writes one range-coded stream."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dqcodec.errors import FormatError, IntegrityError
-from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder
+from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder, geometric_frequencies
 
 BLOCK_LOG2 = (3, 6)  # blocks of 8 to 64 px
 HEADER = struct.Struct(">BBHH")  # block_log2, channels, share of flat blocks, decay of the colours' table
@@ -52,16 +52,8 @@ def flag_table(share: int) -> np.ndarray:
 def colour_table(decay: int) -> np.ndarray:
     """The frequencies (256,) of colour residuals r = 0..255, which stand for r or r - 256: the
     table falls off geometrically with min(r, 256 - r) (section 12.2)."""
-    half = np.empty(LEVELS // 2 + 1, dtype=np.int64)
-    half[0] = 1 << 16
-    for k in range(1, len(half)):
-        half[k] = max(1, (int(half[k - 1]) * decay) >> 16)
     r = np.arange(LEVELS)
-    raw = half[np.minimum(r, LEVELS - r)]
-    scale = ((1 << PRECISION) - LEVELS << 32) // int(raw.sum())
-    freq = 1 + ((raw * scale) >> 32)
-    freq[0] += (1 << PRECISION) - int(freq.sum())
-    return freq
+    return geometric_frequencies(np.minimum(r, LEVELS - r), decay)
 
 
 def colour_residuals(colours: np.ndarray) -> np.ndarray:
