@@ -27,12 +27,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# about two hours on 2 cores (dqc compare on Kodak about 35 minutes, on 40 BSDS500 test images 25, the settings table 20); results land in benchmarks/results/
+# about two and a half hours on 2 cores (dqc compare on Kodak about 35 minutes, on 40 BSDS500 test images 25, the settings
+# table 20, against dqc 0.2 25); results land in benchmarks/results/
 bench: $(STAMP)
 	$(PY) -m benchmarks.kodak_rd
 	$(PY) -m benchmarks.bsds500_rd
 	$(PY) -m benchmarks.settings
 	$(PY) -m benchmarks.colour
+	$(PY) -m benchmarks.compare_release --commit 8e36ee8 --current-qualities 20,25,30,35,40,45,50,55,60,65,70 \
+		--stem compare_release_0.2
 	$(PY) -m benchmarks.prior_bits
 	$(PY) -m benchmarks.speed
 	$(PY) -m benchmarks.large_image

@@ -1,7 +1,7 @@
 """What each setting reaches on Kodak, and where JPEG, WebP and AVIF sit at the same size: the
 README's table for choosing `-q` and `--effort`.
 
-    python -m benchmarks.settings [--kodak ../shared/data/kodak] [--images 24]
+    python -m benchmarks.settings [--kodak ../shared/data/kodak] [--images 24] [--only "-q 25,-q 75"]
 
 Each setting codes every image through the public API (`dqcodec.encode`, then `decode`), as
 `dqc encode` would; bpp counts the whole file. The other codecs are read from the committed
@@ -9,7 +9,9 @@ Each setting codes every image through the public API (`dqcodec.encode`, then `d
 one's PSNR and SSIMULACRA2 interpolated, per image, at dqc's rate (linearly in log rate between
 its two nearest points); an image where dqc's file is smaller than the codec's smallest is
 counted as "cannot go that low", and one above its largest gets that point (the report's
-rates end at JPEG quality 75's size). Writes benchmarks/results/settings.{json,md}.
+rates end at JPEG quality 75's size). Writes benchmarks/results/settings.{json,md}; with --only,
+just those settings are measured again and the others kept from settings.json (its meta says which
+rows which version of dqc measured).
 """
 
 from __future__ import annotations
@@ -71,12 +73,24 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=Path("benchmarks/results/compare-kodak"))
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    ap.add_argument("--only", help="measure only these settings (labels, comma-separated), keep the others")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    earlier = json.loads((args.out / "settings.json").read_text()) if only else {"meta": {}, "settings": []}
+    kept = {r["setting"]: r for r in earlier["settings"]}
+    labels = [label.removesuffix(" (default)") for label, _ in SETTINGS]
+    if only and not only <= set(labels):
+        ap.error(f"--only: unknown settings {sorted(only - set(labels))}; known: {', '.join(labels)}")
     paths = sorted(args.kodak.glob("kodim*.png"))[: args.images]
     others = curves(args.report)
     measure = Measures(MEASURES)
     rows = []
+    measured_by = earlier["meta"].get("measured_by") or {label: earlier["meta"].get("dqc") for label in kept}
     for label, options in SETTINGS:
+        if only is not None and label.removesuffix(" (default)") not in only:
+            rows.append(kept[label])
+            continue
+        measured_by[label] = dqcodec.__version__
         per_image = []
         for path in paths:
             picture = np.asarray(Image.open(path).convert("RGB"))
@@ -101,7 +115,8 @@ def main() -> None:
         row["per_image"] = per_image
         rows.append(row)
         print(label, {k: round(v, 3) for k, v in row.items() if isinstance(v, float)}, flush=True)
-    meta = {"machine": platform.platform(), "dqc": dqcodec.__version__, "report": str(args.report)}
+    meta = {"machine": platform.platform(), "dqc": dqcodec.__version__, "report": str(args.report),
+            "measured_by": measured_by}  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "settings.json").write_text(json.dumps({"meta": meta, "settings": rows}, indent=1))
     (args.out / "settings.md").write_text(table(rows, len(paths)))
