@@ -64,17 +64,21 @@ def flat_errors(colours: list[tuple[int, int, int]], side: int, quality: float, 
     return out
 
 
-def block_mean_errors(path: Path, quality: float, effort: int) -> tuple[np.ndarray, dict[str, int]]:
-    """|mean colour error| of every whole 64x64 block, per channel: (blocks, 3); and the bytes."""
-    ref = np.asarray(Image.open(path).convert("RGB")).astype(np.float64)
-    data = coded(ref.astype(np.uint8), quality, effort)
-    out = np.asarray(dqcodec.decode(data).convert("RGB")).astype(np.float64)
-    h, w = (s // BLOCK * BLOCK for s in ref.shape[:2])
+def mean_errors(original: np.ndarray, decoded: np.ndarray) -> np.ndarray:
+    """|mean colour error| of every whole 64x64 block, per channel: (blocks, 3)."""
+    h, w = (s // BLOCK * BLOCK for s in original.shape[:2])
 
     def means(a: np.ndarray) -> np.ndarray:
-        return a[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3).mean((1, 3)).reshape(-1, 3)
+        return a[:h, :w].astype(np.float64).reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK, 3).mean((1, 3)).reshape(-1, 3)
 
-    return np.abs(means(out) - means(ref)), chunk_bytes(data)
+    return np.abs(means(decoded) - means(original))
+
+
+def block_mean_errors(path: Path, quality: float, effort: int) -> tuple[np.ndarray, dict[str, int]]:
+    """`mean_errors` of a photo's round trip, and the bytes."""
+    ref = np.asarray(Image.open(path).convert("RGB"))
+    data = coded(ref, quality, effort)
+    return mean_errors(ref, np.asarray(dqcodec.decode(data).convert("RGB"))), chunk_bytes(data)
 
 
 def stats(errors: np.ndarray) -> dict[str, float]:

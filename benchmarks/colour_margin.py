@@ -22,17 +22,10 @@ import numpy as np
 from PIL import Image
 
 import dqcodec
+from benchmarks.colour import chunk_bytes, mean_errors
 from benchmarks.report import bd_rate
 from dqcodec.compare.metrics import ALWAYS, measure_all
 from dqcodec.encoder import colour_fit
-from dqcodec.format import bitstream
-
-
-def block_mean_errors(original: np.ndarray, decoded: np.ndarray, block: int = 64) -> np.ndarray:
-    """|mean error| per channel of every whole block x block block, in levels."""
-    h, w = (s // block * block for s in original.shape[:2])
-    diff = decoded[:h, :w].astype(np.float64) - original[:h, :w].astype(np.float64)
-    return np.abs(diff.reshape(h // block, block, w // block, block, 3).mean((1, 3))).ravel()
 
 
 def main() -> None:
@@ -55,12 +48,12 @@ def main() -> None:
             for q in qualities:
                 data = dqcodec.encode(img, quality=q)
                 out = np.asarray(dqcodec.decode(data).convert("RGB"))
-                container = bitstream.read(data)
-                colour_bytes = len(container.colour or b"") + len(container.flat or b"")
+                size = chunk_bytes(data)
+                colour_bytes = size["ccor"] + size["flat"]
                 row = {"image": f.name, "margin": margin, "quality": q, "bpp": 8 * len(data) / (img.width * img.height)}
                 row |= {"colour_bytes": colour_bytes} | measure_all(list(ALWAYS), ref, out)
                 if q == 50:
-                    errors = block_mean_errors(ref, out)
+                    errors = mean_errors(ref, out)
                     row |= {"block_mean_error": float(errors.mean()), "block_mean_worst": float(errors.max())}
                 rows.append(row)
         print(f.name, flush=True)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dqcodec.errors import FormatError, IntegrityError
+from dqcodec.format.colour import grid  # the block grid FLAT shares with CCOR
 from dqcodec.format.entropy import PRECISION, SymbolDecoder, SymbolEncoder, geometric_frequencies
 
 BLOCK_LOG2 = (3, 6)  # blocks of 8 to 64 px
@@ -35,12 +36,6 @@ class FlatBlocks:
     @property
     def block(self) -> int:
         return 1 << self.block_log2
-
-
-def grid(width: int, height: int, block_log2: int) -> tuple[int, int]:
-    """(gh, gw): blocks over a width x height picture."""
-    block = 1 << block_log2
-    return -(-height // block), -(-width // block)
 
 
 def flag_table(share: int) -> np.ndarray:
