@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 
 from benchmarks.report import bd_rate
+from dqcodec import encoding
 from dqcodec.compare.metrics import Measures
 from dqcodec.decoding import reconstruct
 from dqcodec.encoder import effort as efforts
@@ -63,7 +64,7 @@ def main() -> None:
         name, steps, lr, msw, ratew, *start = v.split(":")
         variants.append(efforts.Effort(int(steps), float(lr), float(start[1]) if len(start) > 1 else None))
         settings[name] = (len(variants) - 1, (float(msw), float(ratew), start[0] if start else refine.START))
-    efforts.EFFORTS = tuple(variants)
+    efforts.EFFORTS = encoding.EFFORTS = tuple(variants)
 
     metrics = Measures()
     files = sorted(args.data.glob("*.jpg"))[: args.images]

@@ -3,7 +3,7 @@ Pillow's JPEG, WebP, AVIF and JPEG XL, and CompressAI's bmshj2018-hyperprior, mb
 cheng2020-anchor (random weights; `benchmarks/compressai_models.py`), on this CPU.
 
     python -m benchmarks.speed [--images 6] [--baseline 11c1e41] [--only 'dq q=50,dq --bpp 0.1'] [--stem speed]
-                               [--rounds 1]
+                               [--rounds 1] [--baseline-every]
 
 Settings: 'dq q=50' (-q 50 at scale 1, the default effort), 'dq q=100 scale 1.5', 'dq q=50 effort 0'
 (an effort), 'dq default' (dqcodec.encode with every default: the -q path across scales), 'dq --bpp 0.1'.
@@ -158,6 +158,7 @@ def main() -> None:
         "--only", default="", help="comma-separated setting names, e.g. 'dq q=50,dq --bpp 0.1,dq q=75' (any q)"
     )
     ap.add_argument("--stem", default="speed", help="name of the result file")
+    ap.add_argument("--baseline-every", action="store_true", help="time the baseline at every setting, not only -q's")
     ap.add_argument(
         "--rounds", type=int, default=1, help="runs of every setting, interleaved with its baseline's (medians)"
     )
@@ -178,7 +179,7 @@ def main() -> None:
                 for codec, q, scale, effort in chosen:
                     label = name(codec, q, scale, effort)
                     pair = [(label, REPO)]
-                    if args.baseline and label in BASELINE_SETTINGS:
+                    if args.baseline and (label in BASELINE_SETTINGS or args.baseline_every):
                         pair.append((label + f" ({args.baseline})", base_root))
                     for label, root in pair[:: 1 if i % 2 == 0 else -1]:  # either goes first in turn
                         runs.setdefault(label, []).append(run(codec, q, scale, effort, files, root))
@@ -197,6 +198,9 @@ def main() -> None:
         )
     meta = {
         "machine": platform.platform(),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip(),
         "cpus": os.cpu_count(),
         "images": len(files),
         "baseline": args.baseline,

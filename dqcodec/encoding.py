@@ -300,13 +300,15 @@ def refined_map_and_tokens(
     latents = [z.to(device) for z in a.latents]
     # One thread: the decoder's float convolutions round with the thread count on some CPUs (AVX2
     # oneDNN), and the refined tokens would follow; on one thread a machine writes the same file
-    # at any --threads.
+    # at any --threads. Independent work (the windows of a large picture, and each level's when the
+    # map is chosen again) runs side by side, on one thread each.
+    workers = torch.get_num_threads()
     with torch.inference_mode(False), torch.enable_grad(), threads(1):
         if setting.rechoose_steps and quality is not None and a.costs is not None:
-            idx, latents = refine_every_level(vae, picture, latents, setting, a.tune, *coded)
-            a = remeasured(m, a, resample_picture(x, *coded), tuple(i.cpu() for i in idx), device)
+            idx, latents = refine_every_level(vae, picture, latents, setting, a.tune, *coded, workers=workers)
+            a = remeasured(m, a, resample_picture(x, *coded), tuple(i.cpu() for i in idx), device, workers)
             levels = levels_for_quality(m, a, quality)[0]
-        idx, _ = refine(vae, picture, latents, levels.to(device), setting, a.tune, *coded)
+        idx, _ = refine(vae, picture, latents, levels.to(device), setting, a.tune, *coded, workers=workers)
     return levels, tuple(i.cpu() for i in idx)
 
 

@@ -62,17 +62,20 @@ def test_effort_is_checked(photo: Image.Image, bad: object) -> None:
         dqcodec.encode(photo, effort=bad)  # type: ignore[arg-type]
 
 
-def test_one_machine_writes_the_same_bytes_at_any_thread_count(tmp_path, photo: Image.Image) -> None:
+@pytest.mark.parametrize("effort", [DEFAULT_EFFORT, MAX_EFFORT])
+def test_one_machine_writes_the_same_bytes_at_any_thread_count(tmp_path, photo: Image.Image, effort: int) -> None:
+    """At the highest efforts the levels are refined and measured side by side, one per thread."""
     src = tmp_path / "photo.png"
     photo.save(src)
     outputs = []
-    for threads in (1, 2):
+    for threads in (1, 2, 3):
         out = tmp_path / f"{threads}.dqc"
-        r = subprocess.run([DQC, "encode", str(src), "-o", str(out), "--threads", str(threads)], capture_output=True)
+        command = [DQC, "encode", str(src), "-o", str(out), "--threads", str(threads), "-e", str(effort)]
+        r = subprocess.run(command, capture_output=True)
         assert r.returncode == 0, r.stderr
         outputs.append(out.read_bytes())
-    assert outputs[0] == outputs[1]
-    assert outputs[0] == dqcodec.encode(photo)  # and the API's, at the default effort
+    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0] == dqcodec.encode(photo, effort=effort)  # and the API's
 
 
 def test_effort_in_the_cli_and_the_pillow_plugin(tmp_path, photo: Image.Image) -> None:
@@ -109,3 +112,14 @@ def test_refinement_runs_in_windows_on_large_pictures(monkeypatch: pytest.Monkey
     whole = dqcodec.decode(dqcodec.encode(picture, effort=0))
     windowed = dqcodec.decode(dqcodec.encode(picture, effort=DEFAULT_EFFORT))
     assert _psnr(picture, windowed) > _psnr(picture, whole)
+    # the windows are independent: side by side on two threads, or one after another, the same bytes
+    import torch
+
+    before, files = torch.get_num_threads(), []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            files.append(dqcodec.encode(picture, effort=MAX_EFFORT))
+    finally:
+        torch.set_num_threads(before)
+    assert files[0] == files[1]

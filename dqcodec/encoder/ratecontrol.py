@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import torch
@@ -35,7 +36,7 @@ from dqcodec.encoder.rdo import (
 )
 from dqcodec.errors import DQCError
 from dqcodec.format.bitstream import Tile
-from dqcodec.format.coding import encode_tiles, tile_grid
+from dqcodec.format.coding import encode_tiles, threads, tile_grid
 from dqcodec.format.tokens import Schedule
 from dqcodec.models.dqvae import NUM_LEVELS
 from dqcodec.models.loading import LoadedModel
@@ -128,30 +129,43 @@ def analyze(
 
 
 def measured_costs(
-    m: LoadedModel, x: torch.Tensor, idx: tuple[torch.Tensor, ...], tune: str, device: str = "cpu"
+    m: LoadedModel, x: torch.Tensor, idx: tuple[torch.Tensor, ...], tune: str, device: str = "cpu", workers: int = 0
 ) -> RegionCosts:
     """Every region's cost at each level by the tune's measure, measured: the picture x (1, 3, H, W)
-    in [0, 1] decoded with every region at each level in turn (level l from idx[l])."""
+    in [0, 1] decoded with every region at each level in turn (level l from idx[l]); `workers`:
+    as `decode_every_level`."""
     h, w = x.shape[-2:]
     original = (x[0] * 255).round().to(torch.uint8).cpu()
-    decoded = decode_every_level(m, idx, w, h, device)
+    decoded = decode_every_level(m, idx, w, h, device, workers)
     squared = region_distortion(decoded, original)
     measure = squared if tune == "psnr" else structural_mix(squared, ssim_distortion(decoded, original))
     return RegionCosts(measure, region_rate(measure.shape[1:]), h * w)
 
 
-def remeasured(m: LoadedModel, a: Analysis, x: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str) -> Analysis:
+def remeasured(
+    m: LoadedModel, a: Analysis, x: torch.Tensor, idx: tuple[torch.Tensor, ...], device: str, workers: int = 0
+) -> Analysis:
     """The analysis with other tokens (refined ones, say) and their measured costs; x the coded picture."""
-    return replace(a, idx=idx, costs=measured_costs(m, x, idx, a.tune, device))
+    return replace(a, idx=idx, costs=measured_costs(m, x, idx, a.tune, device, workers))
 
 
 def decode_every_level(
-    m: LoadedModel, idx: tuple[torch.Tensor, ...], width: int, height: int, device: str = "cpu"
+    m: LoadedModel, idx: tuple[torch.Tensor, ...], width: int, height: int, device: str = "cpu", workers: int = 0
 ) -> torch.Tensor:
-    """(L, 3, H, W) uint8: the picture decoded with every region at each level in turn."""
+    """(L, 3, H, W) uint8: the picture decoded with every region at each level in turn. `workers`:
+    0, one level after another on torch's threads; else the levels side by side on that many
+    Python threads, each on one torch thread (the same pictures for any count)."""
     shape = idx[0].shape[-2:]  # the coarse codes: one per region
     uniform = [torch.full(shape, lv) for lv in range(NUM_LEVELS)]
-    return torch.stack([synthesize(m.vae, lv, idx, width, height, device) for lv in uniform])
+    if not workers:
+        return torch.stack([synthesize(m.vae, lv, idx, width, height, device) for lv in uniform])
+
+    def one_level(levels: torch.Tensor) -> torch.Tensor:
+        with threads(1):
+            return synthesize(m.vae, levels, idx, width, height, device)
+
+    with ThreadPoolExecutor(min(workers, NUM_LEVELS)) as pool:
+        return torch.stack(list(pool.map(one_level, uniform)))
 
 
 def levels_for_quality(m: LoadedModel, a: Analysis, quality: float) -> tuple[torch.Tensor, int, int]:

@@ -13,8 +13,9 @@ transform was trained with (squared error and 1 - MS-SSIM). A rate term holds th
 the analysis's, whose codes the prior predicts best, so that bits do not creep up.
 
 The pictures go through the decoder in windows of WINDOW regions a side with HALO regions of
-context, so that memory stays bounded; each window updates the latents of its own regions, and
-the next sees them. The synthesis runs in bfloat16 where the CPU has it
+context, so that memory stays bounded; each window starts from the analysis's latents and updates
+those of its own regions, so the windows (and, when the map is chosen again, the levels) are
+independent and run side by side, each on one thread. The synthesis runs in bfloat16 where the CPU has it
 (`transform.bfloat16_convolutions`), else in float32: the refined tokens, and so the bytes, may
 differ between CPU kinds (a file decodes the same everywhere); on one machine they are the same
 for any thread count.
@@ -23,6 +24,9 @@ for any thread count.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -68,42 +72,89 @@ def refine(
     tune: str,
     width: int | None = None,
     height: int | None = None,
+    workers: int = 1,
 ) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
     """The tokens of every level after `effort`'s refinement, and the refined latents: picture
     (1, 3, 16h, 16w) in [0, 1] padded to whole regions, `latents` of the analysis (one
     (1, dim, h*s, w*s) per level), the map `levels` (h, w); the loss counts the width x height
-    picture only (the rest is padding)."""
+    picture only (the rest is padding). The windows run side by side on `workers` threads."""
     setting = effort if isinstance(effort, Effort) else efforts.EFFORTS[effort]
     if setting.steps == 0:
         return tuple(vae.quantizer.indices(z)[0] for z in latents), latents
+    jobs, refined = _window_jobs(vae, picture, latents, levels, setting, tune, width, height)
+    _run(jobs, workers)
+    return tuple(vae.quantizer.indices(z)[0] for z in refined), refined
+
+
+def refine_every_level(
+    vae: DQVAE,
+    picture: torch.Tensor,
+    latents: list[torch.Tensor],
+    setting: Effort,
+    tune: str,
+    width: int,
+    height: int,
+    workers: int = 1,
+) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
+    """Each level's tokens and latents refined with the whole picture at that level (for choosing
+    the map again: `codec.refined_tokens`); every level's windows side by side on `workers` threads."""
+    h, w = latents[0].shape[-2:]
+    pre = Effort(setting.rechoose_steps, setting.lr)
+    jobs, per_level = [], []
+    for level in range(len(latents)):
+        uniform = torch.full((h, w), level, dtype=torch.long, device=latents[0].device)
+        level_jobs, refined = _window_jobs(vae, picture, latents, uniform, pre, tune, width, height)
+        jobs += level_jobs
+        per_level.append(refined[level])
+    _run(jobs, workers)
+    return tuple(vae.quantizer.indices(z)[0] for z in per_level), per_level
+
+
+def _window_jobs(
+    vae: DQVAE,
+    picture: torch.Tensor,
+    latents: list[torch.Tensor],
+    levels: torch.Tensor,
+    setting: Effort,
+    tune: str,
+    width: int | None,
+    height: int | None,
+) -> tuple[list[Callable[[], None]], list[torch.Tensor]]:
+    """The refinement's windows as independent jobs, and the latents they write: each window
+    starts from the analysis's latents (its halo too) and writes its own regions only, so the
+    jobs may run in any order, side by side."""
     h, w = levels.shape
     width, height = width or 16 * w, height or 16 * h
     decoder: Decoder = bfloat16_decoder(vae.decoder) if bfloat16_convolutions() else vae.decoder
     if START == "codes":
         latents = [vae.quantizer.lookup(vae.quantizer.indices(z)) for z in latents]
-    refined = [z.detach().float().clone() for z in latents]
-    parts = list(windows(h, w, WINDOW, HALO))
-    for done, (rows, cols, c_rows, c_cols) in enumerate(parts):
-        progress.report("refining", done, len(parts))
-        _refine_window(vae, decoder, picture, refined, levels, (rows, cols, c_rows, c_cols), setting, tune, width,
-                       height)  # fmt: skip
-    return tuple(vae.quantizer.indices(z)[0] for z in refined), refined
+    start = [z.detach().float() for z in latents]
+    refined = [z.clone() for z in start]
+    jobs = [
+        partial(_refine_window, vae, decoder, picture, start, refined, levels, part, setting, tune, width, height)
+        for part in windows(h, w, WINDOW, HALO)
+    ]
+    return jobs, refined
 
 
-def refine_every_level(
-    vae: DQVAE, picture: torch.Tensor, latents: list[torch.Tensor], setting: Effort, tune: str, width: int, height: int
-) -> tuple[tuple[torch.Tensor, ...], list[torch.Tensor]]:
-    """Each level's tokens and latents refined with the whole picture at that level (for choosing
-    the map again: `codec.refined_tokens`)."""
-    h, w = latents[0].shape[-2:]
-    pre = Effort(setting.rechoose_steps, setting.lr)
-    tokens, refined = [], []
-    for level in range(len(latents)):
-        uniform = torch.full((h, w), level, dtype=torch.long, device=latents[0].device)
-        t, z = refine(vae, picture, latents, uniform, pre, tune, width, height)
-        tokens.append(t[level])
-        refined.append(z[level])
-    return tuple(tokens), refined
+def _run(jobs: list[Callable[[], None]], workers: int) -> None:
+    """The jobs, on `workers` Python threads each on one torch thread (the caller's one thread
+    where there is one worker): each job's arithmetic, and so its result, is the same either way."""
+    if workers <= 1 or len(jobs) == 1:
+        for done, job in enumerate(jobs):
+            progress.report("refining", done, len(jobs))
+            job()
+        return
+
+    def one(job: Callable[[], None]) -> None:
+        with torch.inference_mode(False), torch.enable_grad(), threads(1):  # grad mode is per thread
+            job()
+
+    listener = progress.current()
+    with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+        for done, _ in enumerate(pool.map(one, jobs)):
+            if listener is not None:
+                listener("refining", done, len(jobs))
 
 
 def _refine_window(
@@ -111,6 +162,7 @@ def _refine_window(
     decoder: Decoder,
     picture: torch.Tensor,
     latents: list[torch.Tensor],
+    refined: list[torch.Tensor],
     levels: torch.Tensor,
     window: tuple[slice, slice, slice, slice],
     setting: Effort,
@@ -160,8 +212,8 @@ def _refine_window(
         for p, m in zip(params, masks_own):
             p.grad.mul_(m)  # type: ignore[union-attr]
         adam.step(setting.rate(step))
-    for lat, p, c in zip(latents, params, cells):
-        lat[..., _times(rows, c), _times(cols, c)] = p.detach()[..., _times(inner_rows, c), _times(inner_cols, c)]
+    for out, p, c in zip(refined, params, cells):
+        out[..., _times(rows, c), _times(cols, c)] = p.detach()[..., _times(inner_rows, c), _times(inner_cols, c)]
 
 
 class Adam:
