@@ -35,7 +35,9 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.settings
 	$(PY) -m benchmarks.colour
 	$(PY) -m benchmarks.compare_release --commit 8e36ee8 --current-qualities 20,25,30,35,40,45,50,55,60,65,70 \
-		--stem compare_release_0.2
+		--stem compare_release_0.2 --jobs 2
+	$(PY) -m benchmarks.compare_release --commit 8e36ee8 --current-qualities 20,30,40,50,60,70 --current-effort 5 \
+		--reuse benchmarks/results/compare_release_0.2.json --against avif --stem compare_release_0.2 --jobs 2
 	$(PY) -m benchmarks.prior_bits
 	$(PY) -m benchmarks.speed
 	$(PY) -m benchmarks.large_image

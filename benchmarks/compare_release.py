@@ -161,7 +161,7 @@ def main() -> None:
     result["bd_rate_against_report"] = {
         other: {
             name: {m: bd_rate(new, anchor, m) for m in MEASURES if m in anchor[0] and m in new[0]}
-            for name, new in curves.items()
+            for name, new in {release: old, **curves}.items()
         }
         for other in filter(None, args.against.split(","))
         for anchor in [mean_curve(report, other)]

@@ -15,10 +15,10 @@ the analysis's, whose codes the prior predicts best, so that bits do not creep u
 The pictures go through the decoder in windows of WINDOW regions a side with HALO regions of
 context, so that memory stays bounded; each window starts from the analysis's latents and updates
 those of its own regions, so the windows (and, when the map is chosen again, the levels) are
-independent and run side by side, each on one thread. The synthesis runs in bfloat16 where the CPU has it
-(`transform.bfloat16_convolutions`), else in float32: the refined tokens, and so the bytes, may
-differ between CPU kinds (a file decodes the same everywhere); on one machine they are the same
-for any thread count.
+independent and run side by side, each on one thread. The synthesis runs in bfloat16 where the
+CPU has it (`transform.bfloat16_convolutions`), else in float32: the refined tokens, and so the
+bytes, may differ between CPU kinds (a file decodes the same everywhere); on one machine they are
+the same for any thread count.
 """
 
 from __future__ import annotations
