@@ -150,11 +150,11 @@ def _run(jobs: list[Callable[[], None]], workers: int) -> None:
         with torch.inference_mode(False), torch.enable_grad(), threads(1):  # grad mode is per thread
             job()
 
-    listener = progress.current()
+    progress.report("refining", 0, len(jobs))  # reported from this thread, as the jobs finish
     with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
-        for done, _ in enumerate(pool.map(one, jobs)):
-            if listener is not None:
-                listener("refining", done, len(jobs))
+        for done, _ in enumerate(pool.map(one, jobs), start=1):
+            if done < len(jobs):
+                progress.report("refining", done, len(jobs))
 
 
 def _refine_window(
